@@ -1,0 +1,1 @@
+from cam_audit.errors import CamAuditError
