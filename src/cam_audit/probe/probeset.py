@@ -1,0 +1,329 @@
+"""ProbeSet: a small validated data set whose images carry ground-truth object and spurious regions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from cam_audit.errors import CamAuditError, ProbeError
+from cam_audit.probe.sample import ProbeSample
+from cam_audit.probe.validation import check_boxes, check_images, check_labels, check_length, check_masks
+from cam_audit.regions import target_regions
+
+Transform = Callable[[Any, Any], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class ProbeBatch:
+    """A batch of probe samples with their regions rasterised at input resolution.
+
+    Attributes:
+        images: float ``[B, 3, H, W]`` (after the probe set's transform).
+        labels: long ``[B]`` class indices.
+        regions: bool ``[B, H, W]``, union of the object boxes and masks.
+        spurious: bool ``[B, H, W]``, union of the spurious boxes and masks (all ``False`` where none).
+        has_spurious: bool ``[B]``, whether ``spurious`` is non-empty for each sample.
+        indices: long ``[B]``, positions of the samples in the probe set.
+        sample_ids: the samples' ids, in batch order.
+    """
+
+    images: Tensor
+    labels: Tensor
+    regions: Tensor
+    spurious: Tensor
+    has_spurious: Tensor
+    indices: Tensor
+    sample_ids: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> ProbeBatch:
+        """The same batch with every tensor moved to ``device``."""
+        tensors = ("images", "labels", "regions", "spurious", "has_spurious", "indices")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
+
+
+class ProbeSet(Dataset):
+    """Probe images with labels and ground-truth regions, validated once at construction.
+
+    Build one with :meth:`from_tensors` (or ``from_coco`` / ``from_csv`` / ``from_mask_dir``).
+    ``probe[i]`` returns ``(image, target)``: ``image`` is a ``tv_tensors.Image`` float ``[3, H, W]`` and
+    ``target`` a dict with ``"label"`` (int), ``"sample_id"`` (str) and, where the sample has them,
+    ``"boxes"`` (``tv_tensors.BoundingBoxes`` XYXY), ``"masks"`` (``tv_tensors.Mask`` bool ``[K, H, W]``),
+    ``"spurious_boxes"`` / ``"spurious_masks"`` (omitted for samples without a spurious region).
+    The optional ``transform`` (``torchvision.transforms.v2``) is applied jointly to ``(image, target)``.
+
+    Example:
+        >>> probe = ProbeSet.from_tensors(torch.rand(4, 3, 8, 8), [0, 1, 0, 1],
+        ...                               boxes=torch.tensor([[0.0, 0.0, 4.0, 4.0]]).repeat(4, 1))
+        >>> image, target = probe[1]
+        >>> image.shape, target["label"], target["sample_id"]
+        (torch.Size([3, 8, 8]), 1, '1')
+        >>> batch = next(probe.batches(3))
+        >>> batch.regions.shape, batch.regions[0].sum().item()
+        (torch.Size([3, 8, 8]), 16)
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[ProbeSample],
+        classes: Sequence[str] | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        if len(samples) == 0:
+            raise ProbeError("the probe set is empty; give at least one image with a label and a region.")
+        self.samples: list[ProbeSample] = list(samples)
+        self.classes: list[str] | None = list(classes) if classes is not None else None
+        self.transform = transform
+
+    @classmethod
+    def from_tensors(
+        cls,
+        images: Tensor,
+        labels: Tensor | Sequence[int],
+        boxes: Tensor | Sequence[Tensor] | None = None,
+        masks: Tensor | Sequence[Tensor] | None = None,
+        spurious_boxes: Tensor | Sequence[Tensor] | None = None,
+        spurious_masks: Tensor | Sequence[Tensor] | None = None,
+        classes: Sequence[str] | None = None,
+        transform: Transform | None = None,
+    ) -> ProbeSet:
+        """Build a probe set from in-memory tensors.
+
+        Args:
+            images: float ``[N, 3, H, W]`` (or uint8, scaled to ``[0, 1]``).
+            labels: long ``[N]`` or a list of ``N`` ints.
+            boxes: a list of ``N`` float ``[K_i, 4]`` xyxy pixel tensors (``K_i`` may be 0) or a ``[N, 4]``
+                tensor (one box per image).
+            masks: bool ``[N, H, W]`` (one mask per image) or a list of ``N`` bool ``[K_i, H, W]`` tensors.
+            spurious_boxes: like ``boxes``, for spurious cues.
+            spurious_masks: like ``masks``, for spurious cues.
+            classes: class names; labels must then be in ``0..len(classes) - 1``.
+            transform: a ``torchvision.transforms.v2`` transform applied to ``(image, target)``.
+
+        Raises:
+            ProbeError: naming the sample index, for mismatched lengths, wrong dtypes, NaN images, negative or
+                out-of-range labels, boxes outside the image or of zero area, masks of the wrong size.
+        """
+        images = check_images(images).clone()
+        num_samples, size = images.shape[0], (int(images.shape[2]), int(images.shape[3]))
+        label_list = check_labels(labels, num_samples, classes)
+        regions = {
+            "boxes": _split_boxes(boxes, num_samples, size, "boxes"),
+            "masks": _split_masks(masks, num_samples, size, "masks"),
+            "spurious_boxes": _split_boxes(spurious_boxes, num_samples, size, "spurious_boxes"),
+            "spurious_masks": _split_masks(spurious_masks, num_samples, size, "spurious_masks"),
+        }
+        samples = [
+            ProbeSample(
+                sample_id=str(i),
+                label=label_list[i],
+                size=size,
+                image=images[i],
+                **{key: values[i] for key, values in regions.items()},
+            )
+            for i in range(num_samples)
+        ]
+        return cls(samples, classes=classes, transform=transform)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        sample = self.samples[index]
+        image = tv_tensors.Image(sample.load_image())
+        target: dict[str, Any] = {"label": sample.label, "sample_id": sample.sample_id}
+        for key in ("boxes", "spurious_boxes"):
+            value = getattr(sample, key)
+            if value is not None and (key == "boxes" or value.shape[0] > 0):
+                target[key] = tv_tensors.BoundingBoxes(value, format="XYXY", canvas_size=sample.size)
+        for key in ("masks", "spurious_masks"):
+            value = getattr(sample, key)
+            if value is not None and (key == "masks" or bool(value.any())):
+                target[key] = tv_tensors.Mask(value)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        return image, target
+
+    @property
+    def num_classes(self) -> int:
+        """``len(classes)`` when class names were given, else the largest label + 1."""
+        if self.classes is not None:
+            return len(self.classes)
+        return max(sample.label for sample in self.samples) + 1
+
+    @property
+    def has_spurious(self) -> bool:
+        """Whether any sample carries a spurious region."""
+        return any(sample.has_spurious for sample in self.samples)
+
+    @property
+    def labels(self) -> Tensor:
+        """Long ``[N]``, the label of every sample."""
+        return torch.tensor([sample.label for sample in self.samples], dtype=torch.long)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """The id of every sample, in order."""
+        return [sample.sample_id for sample in self.samples]
+
+    def subset(self, indices: Sequence[int] | Tensor) -> ProbeSet:
+        """A probe set of the samples at ``indices`` (same classes and transform, ids kept)."""
+        positions = self._positions(indices)
+        return type(self)(
+            [self.samples[i] for i in positions], classes=self.classes, transform=self.transform
+        )
+
+    def stratified(self, n_per_class: int, seed: int = 0) -> ProbeSet:
+        """A class-balanced subset: ``n_per_class`` samples of every class, chosen reproducibly by ``seed``.
+
+        Classes with no sample at all (possible when ``classes`` lists more names than occur) are skipped;
+        samples keep their original order.
+
+        Raises:
+            ProbeError: ``n_per_class < 1`` or a class present in the set has fewer samples.
+
+        Example:
+            >>> probe = ProbeSet.from_tensors(torch.rand(6, 3, 4, 4), [0, 0, 0, 1, 1, 1])
+            >>> probe.stratified(2).labels.tolist()
+            [0, 0, 1, 1]
+        """
+        if n_per_class < 1:
+            raise ProbeError(f"n_per_class must be >= 1, got {n_per_class}.")
+        labels = self.labels
+        generator = torch.Generator().manual_seed(seed)
+        chosen: list[int] = []
+        for label in range(self.num_classes):
+            members = (labels == label).nonzero().flatten()
+            if members.numel() == 0:
+                continue
+            if members.numel() < n_per_class:
+                name = self.classes[label] if self.classes is not None else str(label)
+                raise ProbeError(
+                    f"class {name!r} has only {members.numel()} samples, fewer than "
+                    f"n_per_class={n_per_class}; lower n_per_class or add samples of that class."
+                )
+            order = torch.randperm(members.numel(), generator=generator)[:n_per_class]
+            chosen.extend(members[order].tolist())
+        return self.subset(sorted(chosen))
+
+    def batches(self, batch_size: int, indices: Sequence[int] | Tensor | None = None) -> Iterator[ProbeBatch]:
+        """Yield the samples at ``indices`` (default: all), in order, as :class:`ProbeBatch` es.
+
+        Raises:
+            CamAuditError: ``batch_size < 1``, an index out of range, or images of different sizes in one
+                batch (resize them with ``transform=v2.Resize((H, W))``).
+        """
+        if batch_size < 1:
+            raise CamAuditError(f"batch_size must be >= 1, got {batch_size}.")
+        positions = self._positions(range(len(self)) if indices is None else indices)
+        for start in range(0, len(positions), batch_size):
+            yield self._collate(positions[start : start + batch_size])
+
+    def fingerprint(self) -> str:
+        """A short hash of the labels, regions and image content, stable across runs and machines.
+
+        Example:
+            >>> images = torch.zeros(2, 3, 4, 4)
+            >>> first = ProbeSet.from_tensors(images, [0, 1]).fingerprint()
+            >>> first == ProbeSet.from_tensors(images.clone(), [0, 1]).fingerprint(), len(first)
+            (True, 16)
+        """
+        digest = hashlib.sha256()
+        digest.update(repr(self.classes).encode())
+        for sample in self.samples:
+            digest.update(f"|{sample.label}|{sample.size}|".encode())
+            for key in ("boxes", "masks", "spurious_boxes", "spurious_masks"):
+                value = getattr(sample, key)
+                digest.update(key.encode())
+                if value is not None:
+                    digest.update(repr(tuple(value.shape)).encode())
+                    digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            if isinstance(sample.image, Path):
+                digest.update(sample.image.read_bytes())
+            else:
+                digest.update(sample.image.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def _positions(self, indices: Sequence[int] | Tensor | range) -> list[int]:
+        positions = indices.tolist() if isinstance(indices, Tensor) else list(indices)
+        for position in positions:
+            if not -len(self) <= int(position) < len(self):
+                raise CamAuditError(
+                    f"index {position} is out of range for a probe set of {len(self)} samples."
+                )
+        return [int(p) % len(self) for p in positions]
+
+    def _collate(self, positions: list[int]) -> ProbeBatch:
+        images, labels, regions, spurious, sample_ids = [], [], [], [], []
+        first: tuple[str, tuple[int, int]] | None = None
+        for position in positions:
+            image, target = self[position]
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            if first is None:
+                first = (target["sample_id"], size)
+            elif size != first[1]:
+                raise CamAuditError(
+                    f"samples {first[0]!r} ({first[1][0]}x{first[1][1]}) and {target['sample_id']!r} "
+                    f"({size[0]}x{size[1]}) have different image sizes and cannot share a batch; "
+                    f"give the probe set transform=v2.Resize(({first[1][0]}, {first[1][1]}))."
+                )
+            images.append(image.as_subclass(Tensor))
+            labels.append(int(target["label"]))
+            regions.append(target_regions(target, size, "object"))
+            spurious.append(target_regions(target, size, "spurious"))
+            sample_ids.append(str(target["sample_id"]))
+        spurious_regions = torch.stack(spurious)
+        return ProbeBatch(
+            images=torch.stack(images),
+            labels=torch.tensor(labels, dtype=torch.long),
+            regions=torch.stack(regions),
+            spurious=spurious_regions,
+            has_spurious=spurious_regions.flatten(1).any(dim=1),
+            indices=torch.tensor(positions, dtype=torch.long),
+            sample_ids=sample_ids,
+        )
+
+
+def _split_boxes(
+    boxes: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
+) -> list[Tensor | None]:
+    if boxes is None:
+        return [None] * num_samples
+    if isinstance(boxes, Tensor):
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ProbeError(
+                f"{name} as a tensor must be [N, 4] (one xyxy box per image), got {tuple(boxes.shape)}; "
+                "pass a list of [K_i, 4] tensors for several boxes per image."
+            )
+        boxes = list(boxes[:, None, :])
+    check_length(name, boxes, num_samples)
+    return [check_boxes(value, size, f"sample {i} ({name})").clone() for i, value in enumerate(boxes)]
+
+
+def _split_masks(
+    masks: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
+) -> list[Tensor | None]:
+    if masks is None:
+        return [None] * num_samples
+    if isinstance(masks, Tensor):
+        if masks.ndim != 3:
+            raise ProbeError(
+                f"{name} as a tensor must be bool [N, H, W] (one mask per image), got {tuple(masks.shape)}; "
+                "pass a list of [K_i, H, W] tensors for several masks per image."
+            )
+        masks = list(masks)
+    check_length(name, masks, num_samples)
+    return [check_masks(value, size, f"sample {i} ({name})").clone() for i, value in enumerate(masks)]
+
+
+__all__ = ["ProbeBatch", "ProbeSet"]

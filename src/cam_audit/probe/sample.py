@@ -1,0 +1,93 @@
+"""One probe sample as stored by a :class:`~cam_audit.probe.ProbeSet`: validated regions, lazy image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from cam_audit.errors import ProbeError
+
+
+@dataclass(frozen=True)
+class ProbeSample:
+    """A validated probe sample.
+
+    Attributes:
+        sample_id: name used in reports and errors (a file name or the index as text).
+        label: class index.
+        size: ``(H, W)`` of the image before any transform.
+        image: float tensor ``[3, H, W]`` or the path of an image file read on access.
+        boxes: float ``[K, 4]`` xyxy object boxes, or ``None`` when the sample has no object boxes.
+        masks: bool ``[K, H, W]`` object masks, or ``None``.
+        spurious_boxes: like ``boxes`` for spurious cues (watermarks, rulers, tags).
+        spurious_masks: like ``masks`` for spurious cues.
+    """
+
+    sample_id: str
+    label: int
+    size: tuple[int, int]
+    image: Tensor | Path
+    boxes: Tensor | None = None
+    masks: Tensor | None = None
+    spurious_boxes: Tensor | None = None
+    spurious_masks: Tensor | None = None
+
+    @property
+    def has_spurious(self) -> bool:
+        """Whether the sample carries at least one spurious box or a non-empty spurious mask."""
+        has_boxes = self.spurious_boxes is not None and self.spurious_boxes.shape[0] > 0
+        has_masks = self.spurious_masks is not None and bool(self.spurious_masks.any())
+        return has_boxes or has_masks
+
+    def load_image(self) -> Tensor:
+        """The image as float32 ``[3, H, W]`` (files are decoded to RGB in ``[0, 1]``)."""
+        if isinstance(self.image, Tensor):
+            return self.image
+        return read_image(self.image)
+
+
+def read_image(path: Path) -> Tensor:
+    """Decode an image file to float32 RGB ``[3, H, W]`` in ``[0, 1]``.
+
+    Raises:
+        ProbeError: the file is missing or cannot be decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except FileNotFoundError as err:
+        raise ProbeError(
+            f"image file {path} does not exist; check the path and the image directory."
+        ) from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise ProbeError(f"image file {path} cannot be decoded ({err}); re-save it as PNG or JPEG.") from err
+    return TF.to_dtype(TF.pil_to_tensor(rgb), torch.float32, scale=True)
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """``(H, W)`` of an image file read from its header, checking that it exists and can be decoded.
+
+    Raises:
+        ProbeError: missing, empty or undecodable file (``where`` names the row or annotation).
+    """
+    if not path.is_file():
+        raise ProbeError(
+            f"{where}: image file {path} does not exist; check the path and the image directory."
+        )
+    try:
+        with Image.open(path) as img:
+            img.verify()
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ProbeError(
+            f"{where}: image file {path} cannot be decoded ({err}); re-save it as PNG or JPEG."
+        ) from err
+    return height, width
+
+
+__all__ = ["ProbeSample", "image_size", "read_image"]

@@ -1,0 +1,193 @@
+"""Checks run once when a probe set is built; each failure names the sample, file, row or annotation.
+
+Every check takes a ``where`` string (``"sample 3"``, ``"row 7 of probe.csv"``, ``"annotation 12 of
+instances.json"``) that is put at the front of the message, so loaders and ``from_tensors`` share one
+vocabulary of errors. Nothing is clipped or dropped: bad input raises :class:`ProbeError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from cam_audit.errors import ProbeError
+
+
+def check_boxes(boxes: object, size: tuple[int, int], where: str) -> Tensor:
+    """Validate boxes of one sample and return them as float32 ``[K, 4]`` xyxy.
+
+    Args:
+        boxes: tensor (or nested sequence) ``[K, 4]`` or ``[4]`` (one box), ``(x_min, y_min, x_max, y_max)``.
+        size: ``(H, W)`` of the image the boxes belong to.
+        where: what to name in the error message.
+
+    Raises:
+        ProbeError: wrong shape or dtype, NaN, zero or negative area, or a box outside ``[0, W] x [0, H]``.
+
+    Example:
+        >>> check_boxes([[0, 0, 4, 2]], (2, 4), "sample 0")
+        tensor([[0., 0., 4., 2.]])
+    """
+    if not isinstance(boxes, Tensor):
+        try:
+            boxes = torch.as_tensor(boxes, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ProbeError(
+                f"{where}: boxes must be numbers [K, 4] (x_min, y_min, x_max, y_max): {err}"
+            ) from err
+    boxes = boxes.as_subclass(Tensor)
+    if boxes.dtype == torch.bool or boxes.is_complex():
+        raise ProbeError(
+            f"{where}: boxes must be a float tensor of pixel coordinates, got dtype {boxes.dtype}."
+        )
+    if boxes.ndim == 1 and boxes.numel() == 4:
+        boxes = boxes[None]
+    if boxes.numel() == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ProbeError(
+            f"{where}: boxes must have shape [K, 4] (x_min, y_min, x_max, y_max), got {tuple(boxes.shape)}."
+        )
+    boxes = boxes.to(torch.float32)
+    height, width = size
+    for k, (x_min, y_min, x_max, y_max) in enumerate(boxes.tolist()):
+        box = f"box {k} ({x_min:g}, {y_min:g}, {x_max:g}, {y_max:g})"
+        if any(v != v for v in (x_min, y_min, x_max, y_max)):
+            raise ProbeError(f"{where}: {box} contains NaN; remove the box or fix its coordinates.")
+        if x_max <= x_min or y_max <= y_min:
+            raise ProbeError(
+                f"{where}: {box} has zero or negative area; boxes are xyxy pixel coordinates with "
+                "x_max > x_min and y_max > y_min (convert COCO xywh with x_max = x + w)."
+            )
+        if x_min < 0 or y_min < 0 or x_max > width or y_max > height:
+            raise ProbeError(
+                f"{where}: {box} lies outside the {width}x{height} (W x H) image; boxes must stay within "
+                f"[0, {width}] x [0, {height}]. Check the coordinate order (xyxy) and the image size."
+            )
+    return boxes
+
+
+def check_masks(masks: object, size: tuple[int, int], where: str) -> Tensor:
+    """Validate masks of one sample and return them as bool ``[K, H, W]``.
+
+    Args:
+        masks: bool tensor ``[K, H, W]`` or ``[H, W]`` (one mask).
+        size: ``(H, W)`` of the image.
+        where: what to name in the error message.
+
+    Raises:
+        ProbeError: not a bool tensor, or not of the image size.
+
+    Example:
+        >>> check_masks(torch.ones(2, 3, dtype=torch.bool), (2, 3), "sample 0").shape
+        torch.Size([1, 2, 3])
+    """
+    if not isinstance(masks, Tensor):
+        raise ProbeError(f"{where}: masks must be a bool tensor [K, H, W], got {type(masks).__name__}.")
+    masks = masks.as_subclass(Tensor)
+    if masks.dtype != torch.bool:
+        raise ProbeError(
+            f"{where}: masks must be a bool tensor, got dtype {masks.dtype}; convert with masks > 0 "
+            "(or masks.bool()) after checking what the values mean."
+        )
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or tuple(masks.shape[-2:]) != tuple(size):
+        raise ProbeError(
+            f"{where}: mask of shape {tuple(masks.shape)} does not match the image size {size[0]}x{size[1]} "
+            "(H x W); masks must be [K, H, W] at the image's resolution."
+        )
+    return masks
+
+
+def check_images(images: object) -> Tensor:
+    """Validate a batch of images ``[N, 3, H, W]`` and return it as float32 (uint8 scaled to ``[0, 1]``).
+
+    Raises:
+        ProbeError: not a 4-D tensor with 3 channels, a dtype other than float or uint8, or NaN/inf values
+            (the first bad sample is named).
+
+    Example:
+        >>> check_images(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max()
+        tensor(1.)
+    """
+    if not isinstance(images, Tensor):
+        raise ProbeError(f"images must be a tensor [N, 3, H, W], got {type(images).__name__}.")
+    images = images.as_subclass(Tensor)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ProbeError(
+            f"images must have shape [N, 3, H, W], got {tuple(images.shape)}; convert grey images with "
+            "images.expand(-1, 3, -1, -1)."
+        )
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32) / 255.0
+    if not images.is_floating_point():
+        raise ProbeError(f"images must be float (any range) or uint8 (0-255), got dtype {images.dtype}.")
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise ProbeError(f"sample {bad}: image contains NaN or inf values; fix or remove that image.")
+    return images.to(torch.float32)
+
+
+def check_labels(labels: object, num_samples: int, classes: Sequence[str] | None) -> list[int]:
+    """Validate labels ``[N]`` (LongTensor or list of int) and return them as a list of int.
+
+    Raises:
+        ProbeError: wrong dtype, wrong length, a negative label, or a label ``>= len(classes)``.
+
+    Example:
+        >>> check_labels(torch.tensor([0, 2]), 2, None)
+        [0, 2]
+    """
+    if isinstance(labels, Tensor):
+        if labels.dtype in (torch.bool,) or labels.is_floating_point() or labels.is_complex():
+            raise ProbeError(f"labels must be integers (a LongTensor), got dtype {labels.dtype}.")
+        if labels.ndim != 1:
+            raise ProbeError(f"labels must have shape [N], got {tuple(labels.shape)}.")
+        values = [int(v) for v in labels.tolist()]
+    else:
+        values = list(labels)  # type: ignore[call-overload]
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ProbeError(f"sample {i}: label {value!r} is not an int; labels must be class indices.")
+    if len(values) != num_samples:
+        raise ProbeError(f"got {len(values)} labels for {num_samples} images; give one label per image.")
+    for i, value in enumerate(values):
+        check_label(value, classes, f"sample {i}")
+    return values
+
+
+def check_label(label: int, classes: Sequence[str] | None, where: str) -> int:
+    """Validate one class index against ``classes`` (when given).
+
+    Example:
+        >>> check_label(1, ["cat", "dog"], "sample 0")
+        1
+    """
+    if label < 0:
+        raise ProbeError(f"{where}: label {label} is negative; labels are class indices 0..C-1.")
+    if classes is not None and label >= len(classes):
+        raise ProbeError(
+            f"{where}: label {label} is out of range for {len(classes)} classes {list(classes)}; "
+            "labels must be in 0..C-1 (or add the class name to `classes`)."
+        )
+    return label
+
+
+def check_length(name: str, values: Sequence[object] | Tensor, num_samples: int) -> None:
+    """Raise when a per-sample argument does not have one entry per image.
+
+    Example:
+        >>> check_length("boxes", [None, None], 2)
+    """
+    if len(values) != num_samples:
+        raise ProbeError(
+            f"{name} has {len(values)} entries for {num_samples} images; give one entry per image "
+            "(an empty [0, 4] tensor for an image without boxes)."
+        )
+
+
+__all__ = ["check_boxes", "check_images", "check_label", "check_labels", "check_length", "check_masks"]

@@ -1,0 +1,164 @@
+"""Ground-truth regions as boolean pixel tensors.
+
+A *region* is a bool tensor ``[H, W]`` (or ``[N, H, W]`` for a batch) at input resolution: ``True`` where
+the object (or a spurious cue such as a watermark) is. Boxes and masks of a probe sample are turned into
+one region by union, so every score downstream works on the same representation.
+
+Pixel convention: pixel ``(row i, col j)`` covers ``[j, j + 1) x [i, i + 1)`` and belongs to a box
+``(x_min, y_min, x_max, y_max)`` when its centre ``(j + 0.5, i + 0.5)`` lies in
+``[x_min, x_max) x [y_min, y_max)``. A box with integer corners therefore covers exactly
+``(x_max - x_min) * (y_max - y_min)`` pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
+
+from cam_audit.errors import CamAuditError
+
+RegionRole = Literal["object", "spurious"]
+
+_ROLE_KEYS: dict[str, tuple[str, str]] = {
+    "object": ("boxes", "masks"),
+    "spurious": ("spurious_boxes", "spurious_masks"),
+}
+
+
+def _canvas(canvas_size: tuple[int, int] | list[int]) -> tuple[int, int]:
+    if len(canvas_size) != 2 or any(int(s) <= 0 for s in canvas_size):
+        raise CamAuditError(f"canvas_size must be (H, W) with positive sizes, got {tuple(canvas_size)}.")
+    return int(canvas_size[0]), int(canvas_size[1])
+
+
+def _as_xyxy(boxes: Tensor) -> Tensor:
+    if isinstance(boxes, tv_tensors.BoundingBoxes) and boxes.format != tv_tensors.BoundingBoxFormat.XYXY:
+        boxes = TF.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
+    return boxes.as_subclass(Tensor) if isinstance(boxes, Tensor) else torch.as_tensor(boxes)
+
+
+def boxes_to_mask(boxes: Tensor, canvas_size: tuple[int, int]) -> Tensor:
+    """Rasterise boxes into one region (union over boxes).
+
+    Args:
+        boxes: float tensor ``[K, 4]``, ``(x_min, y_min, x_max, y_max)`` in pixel coordinates
+            (a ``tv_tensors.BoundingBoxes`` in another format is converted). ``K`` may be 0.
+        canvas_size: ``(H, W)`` of the image.
+
+    Returns:
+        bool tensor ``[H, W]``: pixel ``(i, j)`` is ``True`` when its centre ``(j + 0.5, i + 0.5)`` lies in
+        ``[x_min, x_max) x [y_min, y_max)`` of at least one box. All ``False`` when ``K == 0``.
+
+    Raises:
+        CamAuditError: ``boxes`` is not ``[K, 4]`` or ``canvas_size`` is not ``(H, W)``.
+
+    Example:
+        >>> boxes_to_mask(torch.tensor([[1.0, 0.0, 3.0, 2.0]]), (3, 4)).int()
+        tensor([[0, 1, 1, 0],
+                [0, 1, 1, 0],
+                [0, 0, 0, 0]], dtype=torch.int32)
+    """
+    height, width = _canvas(canvas_size)
+    boxes = _as_xyxy(boxes)
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise CamAuditError(
+            f"boxes must have shape [K, 4] (x_min, y_min, x_max, y_max), got {tuple(boxes.shape)}; "
+            "pass one row per box, e.g. boxes.reshape(-1, 4)."
+        )
+    boxes = boxes.to(torch.float64)
+    cols = torch.arange(width, dtype=torch.float64, device=boxes.device) + 0.5
+    rows = torch.arange(height, dtype=torch.float64, device=boxes.device) + 0.5
+    in_x = (cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])  # [K, W]
+    in_y = (rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])  # [K, H]
+    return (in_y[:, :, None] & in_x[:, None, :]).any(dim=0)
+
+
+def masks_to_region(masks: Tensor, canvas_size: tuple[int, int]) -> Tensor:
+    """Union of masks ``[K, H, W]`` (or one mask ``[H, W]``) as a bool region ``[H, W]``.
+
+    Raises:
+        CamAuditError: the masks do not have the canvas size.
+
+    Example:
+        >>> masks_to_region(torch.eye(2, dtype=torch.bool)[None], (2, 2)).tolist()
+        [[True, False], [False, True]]
+    """
+    height, width = _canvas(canvas_size)
+    masks = masks.as_subclass(Tensor) if isinstance(masks, Tensor) else torch.as_tensor(masks)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or tuple(masks.shape[-2:]) != (height, width):
+        raise CamAuditError(
+            f"masks must have shape [K, {height}, {width}] or [{height}, {width}] to match the image, got "
+            f"{tuple(masks.shape)}; resize the masks with the image (e.g. transforms.v2 on tv_tensors.Mask)."
+        )
+    return masks.to(torch.bool).any(dim=0)
+
+
+def target_regions(target: Mapping[str, Any], canvas_size: tuple[int, int], role: RegionRole) -> Tensor:
+    """Union of a probe target's boxes and masks for one role.
+
+    Args:
+        target: a probe target dict. Role ``"object"`` reads ``"boxes"`` and ``"masks"``; role
+            ``"spurious"`` reads ``"spurious_boxes"`` and ``"spurious_masks"``. Boxes are ``[K, 4]`` xyxy,
+            masks ``[K, H, W]`` or ``[H, W]``; absent keys contribute nothing.
+        canvas_size: ``(H, W)`` of the image.
+        role: ``"object"`` or ``"spurious"``.
+
+    Returns:
+        bool tensor ``[H, W]``; all ``False`` when the target has no region of that role.
+
+    Raises:
+        CamAuditError: unknown role, boxes not ``[K, 4]`` or masks not of the canvas size.
+
+    Example:
+        >>> target = {"label": 0, "boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0]])}
+        >>> target_regions(target, (2, 2), "object").tolist()
+        [[True, False], [False, False]]
+        >>> target_regions(target, (2, 2), "spurious").any().item()
+        False
+    """
+    if role not in _ROLE_KEYS:
+        raise CamAuditError(f"role must be one of {sorted(_ROLE_KEYS)}, got {role!r}.")
+    height, width = _canvas(canvas_size)
+    box_key, mask_key = _ROLE_KEYS[role]
+    region = torch.zeros(height, width, dtype=torch.bool)
+    if target.get(box_key) is not None:
+        boxes = _as_xyxy(target[box_key])
+        region = region.to(boxes.device) | boxes_to_mask(boxes, (height, width))
+    if target.get(mask_key) is not None:
+        masks = masks_to_region(target[mask_key], (height, width))
+        region = region.to(masks.device) | masks
+    return region
+
+
+def area_fraction(regions: Tensor) -> Tensor:
+    """Share of the image covered by each region.
+
+    Args:
+        regions: bool tensor ``[N, H, W]``.
+
+    Returns:
+        float32 tensor ``[N]``: ``sum(region) / (H * W)``.
+
+    Raises:
+        CamAuditError: ``regions`` is not 3-D.
+
+    Example:
+        >>> area_fraction(torch.tensor([[[True, False], [False, False]]]))
+        tensor([0.2500])
+    """
+    if regions.ndim != 3:
+        raise CamAuditError(
+            f"regions must have shape [N, H, W], got {tuple(regions.shape)}; add a batch dimension with "
+            "regions[None] for a single region."
+        )
+    return regions.to(torch.bool).flatten(1).to(torch.float32).mean(dim=1)
+
+
+__all__ = ["RegionRole", "area_fraction", "boxes_to_mask", "masks_to_region", "target_regions"]
