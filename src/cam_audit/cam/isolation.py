@@ -1,0 +1,60 @@
+"""Run a model in eval mode and put back everything the run could have changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The eager module behind a ``torch.compile`` wrapper, or ``model`` itself.
+
+    The engine hooks and runs the eager module, so a caller's compiled graph is never traced with
+    hooks attached and never recompiled because of an audit.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> unwrap_model(net) is net
+        True
+    """
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+@contextmanager
+def eval_mode_untouched(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Put every submodule in eval mode and fork the random number generators, restoring both on exit.
+
+    Each submodule gets its own ``training`` flag back (set directly, not through ``Module.train``, so
+    overrides of ``train`` with side effects are not triggered). The CPU generator, and the generator
+    of ``device`` when it is an accelerator, are restored too, so a model that draws random numbers in
+    eval mode does not shift the caller's random stream.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+        >>> net[1].training = False
+        >>> with eval_mode_untouched(net, torch.device("cpu")):
+        ...     net.training
+        False
+        >>> net.training, net[1].training
+        (True, False)
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    if device.type == "cpu":
+        rng = torch.random.fork_rng(devices=[])
+    else:
+        index = device.index
+        if index is None:
+            index = torch.get_device_module(device.type).current_device()
+        rng = torch.random.fork_rng(devices=[index], device_type=device.type)
+    with rng:
+        try:
+            for module, _ in flags:
+                module.training = False
+            yield
+        finally:
+            for module, training in flags:
+                module.training = training
