@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError, ProbeError
 from cam_audit.probe.sample import ProbeSample
-from cam_audit.probe.validation import check_boxes, check_images, check_labels, check_length, check_masks
+from cam_audit.probe.validation import check_images, check_labels, split_boxes, split_masks
 from cam_audit.regions import target_regions
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -118,10 +118,10 @@ class ProbeSet(Dataset):
         num_samples, size = images.shape[0], (int(images.shape[2]), int(images.shape[3]))
         label_list = check_labels(labels, num_samples, classes)
         regions = {
-            "boxes": _split_boxes(boxes, num_samples, size, "boxes"),
-            "masks": _split_masks(masks, num_samples, size, "masks"),
-            "spurious_boxes": _split_boxes(spurious_boxes, num_samples, size, "spurious_boxes"),
-            "spurious_masks": _split_masks(spurious_masks, num_samples, size, "spurious_masks"),
+            "boxes": split_boxes(boxes, num_samples, size, "boxes"),
+            "masks": split_masks(masks, num_samples, size, "masks"),
+            "spurious_boxes": split_boxes(spurious_boxes, num_samples, size, "spurious_boxes"),
+            "spurious_masks": split_masks(spurious_masks, num_samples, size, "spurious_masks"),
         }
         samples = [
             ProbeSample(
@@ -133,6 +133,80 @@ class ProbeSet(Dataset):
             )
             for i in range(num_samples)
         ]
+        return cls(samples, classes=classes, transform=transform)
+
+    @classmethod
+    def from_coco(
+        cls,
+        annotation_json: str | Path,
+        image_dir: str | Path,
+        spurious_categories: Sequence[str | int] = ("watermark",),
+        transform: Transform | None = None,
+        categories: Mapping[str | int, int] | None = None,
+    ) -> ProbeSet:
+        """Build a probe set from a COCO instances file; images are read lazily from ``image_dir``.
+
+        Boxes come from ``bbox`` (xywh, converted to xyxy) and masks from ``segmentation`` (polygons or
+        RLE); an image may have several objects. Annotations of ``spurious_categories`` (names or ids)
+        are spurious regions. ``categories`` maps ``{category id or name: class index}``; by default the
+        non-spurious categories sorted by id become classes ``0..K-1``, named after the categories. An
+        image's label is the class of its object annotations, which must all agree.
+
+        Raises:
+            ProbeError: naming the file, image or annotation id (missing or undecodable image, box outside
+                the image or of zero area, mask of the wrong size, unknown category, mixed classes).
+        """
+        from cam_audit.probe.coco import load_coco
+
+        samples, classes = load_coco(annotation_json, image_dir, spurious_categories, categories)
+        return cls(samples, classes=classes, transform=transform)
+
+    @classmethod
+    def from_csv(
+        cls,
+        manifest_csv: str | Path,
+        transform: Transform | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> ProbeSet:
+        """Build a probe set from a manifest CSV with one row per region.
+
+        Columns: ``image`` (path relative to the CSV), ``label`` (class index or name), optional ``role``
+        (``object`` or ``spurious``; empty means object), and ``x_min, y_min, x_max, y_max`` (pixels) and/or
+        ``mask`` (path of a PNG, non-zero inside, relative to the CSV). Rows of one image are merged; they
+        must agree on the label (spurious rows may leave it empty). Class names are looked up in
+        ``classes``; without it they are sorted alphabetically to ``0..K-1``.
+
+        Raises:
+            ProbeError: naming the file and row (missing column, empty file, missing or undecodable image,
+                box outside the image or of zero area, mask of the wrong size, unknown label).
+        """
+        from cam_audit.probe.loaders import load_csv
+
+        samples, classes = load_csv(manifest_csv, classes)
+        return cls(samples, classes=classes, transform=transform)
+
+    @classmethod
+    def from_mask_dir(
+        cls,
+        image_dir: str | Path,
+        mask_dir: str | Path,
+        labels_csv: str | Path,
+        transform: Transform | None = None,
+        spurious_mask_dir: str | Path | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> ProbeSet:
+        """Build a probe set from an image folder and a folder of object masks with the same file stems.
+
+        ``labels_csv`` has columns ``image`` (file name in ``image_dir``) and ``label`` (index or name, as in
+        :meth:`from_csv`). Masks are images where non-zero pixels are the object; ``spurious_mask_dir``
+        optionally holds spurious-cue masks for some of the images.
+
+        Raises:
+            ProbeError: naming the row or file (missing image or mask, mask of the wrong size, ...).
+        """
+        from cam_audit.probe.loaders import load_mask_dir
+
+        samples, classes = load_mask_dir(image_dir, mask_dir, labels_csv, spurious_mask_dir, classes)
         return cls(samples, classes=classes, transform=transform)
 
     def __len__(self) -> int:
@@ -292,38 +366,6 @@ class ProbeSet(Dataset):
             indices=torch.tensor(positions, dtype=torch.long),
             sample_ids=sample_ids,
         )
-
-
-def _split_boxes(
-    boxes: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
-) -> list[Tensor | None]:
-    if boxes is None:
-        return [None] * num_samples
-    if isinstance(boxes, Tensor):
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ProbeError(
-                f"{name} as a tensor must be [N, 4] (one xyxy box per image), got {tuple(boxes.shape)}; "
-                "pass a list of [K_i, 4] tensors for several boxes per image."
-            )
-        boxes = list(boxes[:, None, :])
-    check_length(name, boxes, num_samples)
-    return [check_boxes(value, size, f"sample {i} ({name})").clone() for i, value in enumerate(boxes)]
-
-
-def _split_masks(
-    masks: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
-) -> list[Tensor | None]:
-    if masks is None:
-        return [None] * num_samples
-    if isinstance(masks, Tensor):
-        if masks.ndim != 3:
-            raise ProbeError(
-                f"{name} as a tensor must be bool [N, H, W] (one mask per image), got {tuple(masks.shape)}; "
-                "pass a list of [K_i, H, W] tensors for several masks per image."
-            )
-        masks = list(masks)
-    check_length(name, masks, num_samples)
-    return [check_masks(value, size, f"sample {i} ({name})").clone() for i, value in enumerate(masks)]
 
 
 __all__ = ["ProbeBatch", "ProbeSet"]

@@ -190,4 +190,47 @@ def check_length(name: str, values: Sequence[object] | Tensor, num_samples: int)
         )
 
 
-__all__ = ["check_boxes", "check_images", "check_label", "check_labels", "check_length", "check_masks"]
+def split_boxes(
+    boxes: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
+) -> list[Tensor | None]:
+    """Per-sample boxes ``[K_i, 4]`` (copied) from a ``[N, 4]`` tensor or a list; ``None`` when absent."""
+    if boxes is None:
+        return [None] * num_samples
+    if isinstance(boxes, Tensor):
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ProbeError(
+                f"{name} as a tensor must be [N, 4] (one xyxy box per image), got {tuple(boxes.shape)}; "
+                "pass a list of [K_i, 4] tensors for several boxes per image."
+            )
+        boxes = list(boxes[:, None, :])
+    check_length(name, boxes, num_samples)
+    return [check_boxes(value, size, f"sample {i} ({name})").clone() for i, value in enumerate(boxes)]
+
+
+def split_masks(
+    masks: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
+) -> list[Tensor | None]:
+    """Per-sample masks ``[K_i, H, W]`` (copied) from ``[N, H, W]`` or a list; ``None`` when absent."""
+    if masks is None:
+        return [None] * num_samples
+    if isinstance(masks, Tensor):
+        if masks.ndim != 3:
+            raise ProbeError(
+                f"{name} as a tensor must be bool [N, H, W] (one mask per image), got {tuple(masks.shape)}; "
+                "pass a list of [K_i, H, W] tensors for several masks per image."
+            )
+        masks = list(masks)
+    check_length(name, masks, num_samples)
+    return [check_masks(value, size, f"sample {i} ({name})").clone() for i, value in enumerate(masks)]
+
+
+__all__ = [
+    "check_boxes",
+    "check_images",
+    "check_label",
+    "check_labels",
+    "check_length",
+    "check_masks",
+    "split_boxes",
+    "split_masks",
+]

@@ -1,0 +1,204 @@
+"""Read a COCO instances file into probe samples: boxes from ``bbox``, masks from ``segmentation``.
+
+Each image becomes one probe sample. Annotations of a *spurious* category (default: a category named
+``"watermark"``) become spurious regions; all other annotations are objects, and every object of an image
+must map to the same class, which is the image's label.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pycocotools import mask as coco_mask
+from torch import Tensor
+
+from cam_audit.errors import ProbeError
+from cam_audit.probe.sample import ProbeSample, image_size
+from cam_audit.probe.validation import check_boxes, check_masks
+
+
+def load_coco(
+    annotation_json: str | Path,
+    image_dir: str | Path,
+    spurious_categories: Sequence[str | int] = ("watermark",),
+    categories: Mapping[str | int, int] | None = None,
+) -> tuple[list[ProbeSample], list[str]]:
+    """Probe samples and class names from a COCO instances file.
+
+    Args:
+        annotation_json: path of the COCO file (``images``, ``annotations``, ``categories``).
+        image_dir: folder the images' ``file_name`` is relative to.
+        spurious_categories: names or ids of categories that mark spurious cues.
+        categories: ``{category id or name: class index}`` for the object categories. Default: the
+            non-spurious categories sorted by id, mapped to ``0..K-1``.
+
+    Returns:
+        ``(samples, classes)``, samples in the order of the file's ``images`` list; ``classes[k]`` is the
+        name of the category mapped to class ``k`` (``"class_k"`` for an index no category maps to).
+
+    Raises:
+        ProbeError: naming the file, image or annotation id, for an unreadable file, an unknown
+            category, a missing or unreadable image, a box outside its image or of zero area, a mask of
+            the wrong size, an image without objects or with objects of different classes.
+    """
+    path = Path(annotation_json)
+    data = _read_json(path)
+    category_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+    spurious_ids = _resolve_spurious(spurious_categories, category_names)
+    class_of, classes = _class_mapping(categories, category_names, spurious_ids, path)
+
+    images = {int(image["id"]): image for image in data["images"]}
+    per_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images}
+    for annotation in data["annotations"]:
+        image_id = int(annotation["image_id"])
+        if image_id not in per_image:
+            raise ProbeError(
+                f"annotation {annotation.get('id')} of {path}: image_id {image_id} is not listed in 'images'."
+            )
+        per_image[image_id].append(annotation)
+
+    samples = []
+    for image_id, image in images.items():
+        file_path = Path(image_dir) / image["file_name"]
+        where = f"image {image['file_name']!r} (id {image_id}) of {path}"
+        size = image_size(file_path, where)
+        declared = (int(image.get("height", size[0])), int(image.get("width", size[1])))
+        if declared != size:
+            raise ProbeError(
+                f"{where}: the file is {size[1]}x{size[0]} (W x H) but the annotation file declares "
+                f"{declared[1]}x{declared[0]}; fix 'width'/'height' or the image."
+            )
+        sample = _sample(per_image[image_id], size, where, class_of, spurious_ids)
+        samples.append(ProbeSample(sample_id=str(image["file_name"]), image=file_path, size=size, **sample))
+    return samples, classes
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ProbeError(f"annotation file {path} does not exist; check the path.")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ProbeError(f"annotation file {path} is empty; write a COCO instances JSON there.")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ProbeError(f"annotation file {path} is not valid JSON ({err}).") from err
+    missing = [
+        key
+        for key in ("images", "annotations", "categories")
+        if not isinstance(data, dict) or key not in data
+    ]
+    if missing:
+        raise ProbeError(
+            f"annotation file {path} lacks the COCO keys {missing}; it needs images, annotations, categories."
+        )
+    return data
+
+
+def _resolve_category(key: str | int, names: Mapping[int, str], path: Path, argument: str) -> int:
+    if isinstance(key, int) and key in names:
+        return key
+    matches = [cid for cid, name in names.items() if name == key]
+    if not matches:
+        known = ", ".join(f"{cid}: {name!r}" for cid, name in sorted(names.items()))
+        raise ProbeError(f"{argument}: unknown category {key!r} in {path}; its categories are {{{known}}}.")
+    return matches[0]
+
+
+def _resolve_spurious(keys: Sequence[str | int], names: Mapping[int, str]) -> set[int]:
+    """Ids of the categories named (or numbered) in ``keys``; a key the file lacks marks nothing."""
+    wanted = {str(key) for key in keys}
+    return {cid for cid, name in names.items() if name in wanted or str(cid) in wanted}
+
+
+def _class_mapping(
+    categories: Mapping[str | int, int] | None, names: Mapping[int, str], spurious_ids: set[int], path: Path
+) -> tuple[dict[int, int], list[str]]:
+    if categories is None:
+        object_ids = sorted(cid for cid in names if cid not in spurious_ids)
+        return {cid: k for k, cid in enumerate(object_ids)}, [names[cid] for cid in object_ids]
+    class_of: dict[int, int] = {}
+    for key, index in categories.items():
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ProbeError(f"categories: class index {index!r} for {key!r} must be an int >= 0.")
+        class_of[_resolve_category(key, names, path, "categories")] = index
+    classes = [f"class_{k}" for k in range(max(class_of.values(), default=-1) + 1)]
+    for cid in sorted(class_of, reverse=True):  # the smallest category id names a shared class
+        classes[class_of[cid]] = names[cid]
+    return class_of, classes
+
+
+def _sample(
+    annotations: list[dict[str, Any]],
+    size: tuple[int, int],
+    where: str,
+    class_of: Mapping[int, int],
+    spurious_ids: set[int],
+) -> dict[str, Any]:
+    """Label and stacked regions of one image from its annotations."""
+    regions: dict[str, list[Tensor]] = {"boxes": [], "masks": [], "spurious_boxes": [], "spurious_masks": []}
+    labels: dict[int, int] = {}  # class index -> first category id seen with it
+    for annotation in annotations:
+        category = int(annotation["category_id"])
+        at = f"annotation {annotation.get('id')} ({where})"
+        spurious = category in spurious_ids
+        if not spurious:
+            if category not in class_of:
+                raise ProbeError(
+                    f"{at}: category {category} is not mapped to a class; add it to `categories` or to "
+                    "`spurious_categories`."
+                )
+            labels.setdefault(class_of[category], category)
+        prefix = "spurious_" if spurious else ""
+        if not annotation.get("bbox") and not annotation.get("segmentation"):
+            raise ProbeError(f"{at}: has neither a bbox nor a segmentation; give it one or remove it.")
+        if annotation.get("bbox"):
+            x, y, w, h = (float(v) for v in annotation["bbox"])
+            regions[prefix + "boxes"].append(check_boxes([[x, y, x + w, y + h]], size, at))
+        if annotation.get("segmentation"):
+            regions[prefix + "masks"].append(
+                check_masks(_decode(annotation["segmentation"], size, at), size, at)
+            )
+    if not labels:
+        raise ProbeError(
+            f"{where}: no object annotation, so the image has no label; annotate its object or "
+            "remove the image from 'images'."
+        )
+    if len(labels) > 1:
+        found = ", ".join(f"category {cid} (class {k})" for k, cid in labels.items())
+        raise ProbeError(
+            f"{where}: its objects belong to different classes ({found}); a probe image needs one "
+            "label, so keep one class per image."
+        )
+    stacked = {key: torch.cat(values) if values else None for key, values in regions.items()}
+    return {"label": next(iter(labels)), **stacked}
+
+
+def _decode(segmentation: Any, size: tuple[int, int], where: str) -> Tensor:
+    """Decode a polygon list, an uncompressed RLE or a compressed RLE to bool ``[1, h, w]``."""
+    height, width = size
+    try:
+        if isinstance(segmentation, list):
+            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+            rle = coco_mask.frPyObjects(segmentation, *segmentation["size"])
+        elif isinstance(segmentation, dict):
+            rle = dict(segmentation)
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode("ascii")
+        else:
+            raise TypeError(f"unsupported segmentation of type {type(segmentation).__name__}")
+        with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword notice, not the user's concern
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = coco_mask.decode(rle)
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise ProbeError(f"{where}: segmentation cannot be decoded ({err}); use polygons or RLE.") from err
+    return torch.from_numpy(decoded.astype(bool))[None]
+
+
+__all__ = ["load_coco"]
