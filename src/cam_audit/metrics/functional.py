@@ -193,6 +193,28 @@ def mass_lift(maps: Tensor, regions: Tensor) -> Tensor:
     return (mass / fraction).to(torch.float32)
 
 
+def _dilate(regions: Tensor, radius: int) -> Tensor:
+    """Grow bool regions ``[N, H, W]`` by ``radius`` pixels with a square structuring element.
+
+    A pixel is in the grown region when the ``(2·radius+1)²`` window around it (cut at the image border)
+    holds a region pixel; window sums come from an integral image, so the cost does not depend on radius.
+    """
+    n, h, w = regions.shape
+    integral = torch.zeros(n, h + 1, w + 1, dtype=torch.int64, device=regions.device)
+    integral[:, 1:, 1:] = regions.to(torch.int64).cumsum(dim=1).cumsum(dim=2)
+    rows = torch.arange(h, device=regions.device)
+    cols = torch.arange(w, device=regions.device)
+    top, bottom = (rows - radius).clamp(min=0)[:, None], (rows + radius + 1).clamp(max=h)[:, None]
+    left, right = (cols - radius).clamp(min=0)[None, :], (cols + radius + 1).clamp(max=w)[None, :]
+    window = (
+        integral[:, bottom, right]
+        - integral[:, top, right]
+        - integral[:, bottom, left]
+        + integral[:, top, left]
+    )
+    return window > 0
+
+
 def pointing_game(maps: Tensor, regions: Tensor, tolerance: int = 0) -> Tensor:
     """Whether each map's maximum falls inside its region.
 
@@ -230,13 +252,7 @@ def pointing_game(maps: Tensor, regions: Tensor, tolerance: int = 0) -> Tensor:
             f"pointing_game: tolerance must be a non-negative int (pixels); got {tolerance!r}."
         )
     flat, region = _check_maps_and_regions(maps, regions, "pointing_game")
-    if tolerance > 0:
-        grown = torch.nn.functional.max_pool2d(
-            regions.to(torch.float32)[:, None], kernel_size=2 * tolerance + 1, stride=1, padding=tolerance
-        )
-        region_for_hit = grown[:, 0].flatten(1) > 0
-    else:
-        region_for_hit = region
+    region_for_hit = _dilate(regions, tolerance).flatten(1) if tolerance > 0 else region
     peak = flat.amax(dim=1, keepdim=True) if flat.shape[1] > 0 else flat.sum(dim=1, keepdim=True)
     hit = ((flat == peak) & region_for_hit).any(dim=1).to(torch.float64)
     defined = (peak[:, 0] > 0) & region.any(dim=1)
