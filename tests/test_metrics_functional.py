@@ -209,6 +209,17 @@ def test_pointing_game_tolerance_uses_square_dilation():
     assert results == [0.0, 0.0, 0.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("direction", [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
+def test_pointing_game_tolerance_is_the_same_in_every_direction(direction):
+    """A one-pixel region at the centre; the peak exactly `distance` pixels away in each of 8 directions."""
+    regions = box_regions(1, 11, 11, 5, 5, 6, 6)
+    for distance in (1, 2, 4):
+        maps = torch.zeros(1, 11, 11)
+        maps[0, 5 + direction[0] * distance, 5 + direction[1] * distance] = 1.0
+        assert float(F.pointing_game(maps, regions, tolerance=distance)[0]) == 1.0
+        assert float(F.pointing_game(maps, regions, tolerance=distance - 1)[0]) == 0.0
+
+
 def test_pointing_game_tolerance_reaches_across_the_image_border():
     regions = box_regions(1, 4, 4, 0, 0, 1, 1)
     maps = torch.zeros(1, 4, 4)
