@@ -185,3 +185,12 @@ def test_script_writes_a_coco_probe_that_loads_back_exactly(tmp_path):
         assert torch.equal(target["spurious_masks"][0], scenes.watermark_masks[i])
         assert torch.equal(target["spurious_boxes"][0], scenes.watermark_boxes[i])
         assert (image - scenes.images[i]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit PNG
+
+
+def test_coco_uncompressed_rle_as_used_for_crowd_annotations(tmp_path, coco):
+    crowd = np.zeros((20, 30), dtype=bool)
+    crowd[4:6, 1:3] = True  # column-major: 4 + 20 * 1 zeros, 2 ones, 18 zeros, 2 ones, the rest zeros
+    counts = [4 + 20 * 1, 2, 18, 2, 20 * 30 - (4 + 20 + 2 + 18 + 2)]
+    coco["annotations"][3].update({"segmentation": {"size": [20, 30], "counts": counts}, "iscrowd": 1})
+    _, target = ProbeSet.from_coco(write(tmp_path, coco), tmp_path)[1]
+    assert torch.equal(target["masks"][0], torch.from_numpy(crowd))

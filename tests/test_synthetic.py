@@ -198,3 +198,34 @@ def test_thousand_scenes_are_fast():
     start = time.perf_counter()
     make_scenes(1000, watermark="correlated", seed=0)
     assert time.perf_counter() - start < 5.0  # about a second on one free core; generous for shared CI
+
+
+@pytest.mark.slow
+def test_small_cnn_learns_the_correlated_watermark_before_the_shape():
+    torch.manual_seed(0)
+    train = make_scenes(600, image_size=32, watermark="correlated", seed=0)
+    test = make_scenes(300, image_size=32, watermark="correlated", seed=100)
+
+    def block(c_in: int, c_out: int) -> list[torch.nn.Module]:
+        return [
+            torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(c_out),
+            torch.nn.ReLU(),
+        ]
+
+    model = torch.nn.Sequential(
+        *block(3, 8), torch.nn.MaxPool2d(2), *block(8, 16), torch.nn.MaxPool2d(2), *block(16, 16),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 3),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(2):
+        for batch in torch.randperm(600).split(32):
+            loss = torch.nn.functional.cross_entropy(model(train.images[batch]), train.labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        with_tag = (model(test.images).argmax(1) == test.labels).float().mean().item()
+        without_tag = (model(test.without_watermark().images).argmax(1) == test.labels).float().mean().item()
+    assert with_tag > 0.6 and without_tag < 0.5 and with_tag - without_tag > 0.25
