@@ -1,0 +1,104 @@
+"""Send an audit's images, histograms and text to whatever loggers the Trainer has, and write reports.
+
+The loggers are recognised by what they offer, not by importing Lightning: a TensorBoard
+``SummaryWriter`` (``add_image``), Weights & Biases (``log_image``), MLflow (``experiment.log_image``),
+and any logger with a ``log_dir`` (``CSVLogger``), which gets PNG files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from cam_audit.report import AuditReport
+from cam_audit.visualize import save_png
+
+
+def log_audit_media(
+    trainer: Any, report: AuditReport, grid: Tensor | None, prefix: str = "cam_audit"
+) -> None:
+    """Log the overlay grid, a histogram of per-sample focus_lift and the verdict to every logger."""
+    step = int(report.meta.get("global_step", trainer.global_step))
+    epoch = int(report.meta.get("epoch", trainer.current_epoch))
+    verdict = verdict_markdown(report)
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_image"):  # TensorBoard SummaryWriter
+            _tensorboard(experiment, report, grid, prefix, step, verdict)
+        elif hasattr(logger, "log_image"):  # WandbLogger
+            if grid is not None:
+                logger.log_image(key=f"{prefix}/overlays", images=[grid.permute(1, 2, 0).numpy()], step=step)
+            logger.log_text(key=f"{prefix}/verdict", columns=["verdict"], data=[[verdict]], step=step)
+        elif hasattr(experiment, "log_image") and hasattr(logger, "run_id"):  # MLFlowLogger
+            if grid is not None:
+                experiment.log_image(
+                    logger.run_id, grid.permute(1, 2, 0).numpy(), f"{prefix}/overlays_{epoch:04d}.png"
+                )
+            experiment.log_text(logger.run_id, verdict, f"{prefix}/verdict_{epoch:04d}.md")
+        elif getattr(logger, "log_dir", None) and grid is not None:  # CSVLogger and the like
+            save_png(grid, Path(logger.log_dir) / prefix / f"overlays_epoch{epoch:04d}.png")
+
+
+def _tensorboard(
+    writer: Any, report: AuditReport, grid: Tensor | None, prefix: str, step: int, verdict: str
+) -> None:
+    if grid is not None:
+        writer.add_image(f"{prefix}/overlays", grid, global_step=step)
+    lifts = report.samples["focus_lift"].to_numpy(dtype=float) if len(report.samples) else []
+    lifts = [v for v in lifts if math.isfinite(v)]
+    if lifts:
+        writer.add_histogram(f"{prefix}/focus_lift_per_sample", Tensor(lifts), global_step=step)
+    writer.add_text(f"{prefix}/verdict", verdict, global_step=step)
+    if not getattr(writer, "_cam_audit_layout", False):
+        writer.add_custom_scalars(
+            {
+                prefix: {
+                    "focus vs spurious (lift)": [
+                        "Multiline",
+                        [f"{prefix}/focus_lift", f"{prefix}/spurious_lift"],
+                    ],
+                    "focus vs spurious (mass)": ["Multiline", [f"{prefix}/focus", f"{prefix}/spurious_mass"]],
+                    "counterfactual": ["Multiline", [f"{prefix}/cf_flip_rate", f"{prefix}/cf_paste_rate"]],
+                }
+            }
+        )
+        writer._cam_audit_layout = True
+
+
+def verdict_markdown(report: AuditReport) -> str:
+    """The verdict as a short markdown text."""
+    head = "**passed**" if report.verdict.passed else "**shortcut flagged**"
+    lines = [head, ""] + [f"- {flag}" for flag in report.verdict.flags]
+    keys = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "accuracy")
+    lines += ["", " | ".join(f"{k} {report.summary.get(k, math.nan):.3g}" for k in keys)]
+    return "\n".join(lines)
+
+
+def write_reports(
+    log_dir: Path, report: AuditReport, prefix: str = "cam_audit", is_best: bool = False
+) -> Path:
+    """Write ``<log_dir>/<prefix>/latest/{report.json,samples.csv}``, the same under ``best/`` when
+    ``is_best``, and append the summary to ``history.jsonl``; returns the folder."""
+    root = Path(log_dir) / prefix
+    folders = [root / "latest"] + ([root / "best"] if is_best else [])
+    for folder in folders:
+        report.to_json(folder / "report.json")
+        report.to_csv(folder / "samples.csv")
+    row = {
+        "epoch": report.meta.get("epoch"),
+        "global_step": report.meta.get("global_step"),
+        "passed": report.verdict.passed,
+    }
+    row.update(
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in report.summary.items()}
+    )
+    with open(root / "history.jsonl", "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    return root
+
+
+__all__ = ["log_audit_media", "verdict_markdown", "write_reports"]

@@ -1,0 +1,407 @@
+"""Audit reports, the shortcut policy and its verdict.
+
+This module imports no torch, so ``cam-audit gate`` runs on any machine that has pandas.
+
+A report is what one audit produced: probe-wide ``summary`` numbers, a ``per_class`` table, one row per
+probe sample in ``samples``, the ``verdict`` of a :class:`ShortcutPolicy`, and ``meta`` (epoch, step,
+fingerprints, versions). ``AuditReport.to_json``/``from_json`` round-trip it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cam_audit.errors import ReportError
+
+#: Summary keys every report carries (NaN where the probe gives no evidence for one).
+SUMMARY_KEYS = (
+    "focus",
+    "focus_lift",
+    "pointing_game",
+    "relevance_rank",
+    "spurious_mass",
+    "spurious_lift",
+    "cf_flip_rate",
+    "cf_confidence_drop",
+    "cf_paste_rate",
+    "accuracy",
+    "n_samples",
+    "n_degenerate",
+    "n_spurious",
+)
+
+REPORT_FORMAT = "cam_audit.report/1"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed rule of a policy.
+
+    Attributes:
+        rule: the policy field that failed, e.g. ``"max_spurious_lift"``.
+        metric: the summary key it reads, e.g. ``"spurious_lift"``.
+        value: the measured value.
+        threshold: the policy's limit.
+        scope: ``"probe"`` for the probe-wide value, or the class name for a per-class finding.
+        message: a readable sentence with the numbers.
+    """
+
+    rule: str
+    metric: str
+    value: float
+    threshold: float
+    scope: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a policy: ``passed`` and one readable flag per failed rule."""
+
+    passed: bool
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def flags(self) -> list[str]:
+        """Readable sentences, one per failed rule, with the measured numbers."""
+        return [f.message for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "flags": self.flags, "findings": [asdict(f) for f in self.findings]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        findings = tuple(Finding(**{k: _from_json_number(v) for k, v in f.items()}) for f in data["findings"])
+        return cls(passed=bool(data["passed"]), findings=findings)
+
+
+@dataclass(frozen=True)
+class ShortcutPolicy:
+    """Thresholds that turn an audit summary into a :class:`Verdict`. ``None`` switches a rule off.
+
+    A rule reads a summary key and fails when the value is on the wrong side of its threshold. NaN
+    values (no evidence, e.g. no spurious regions in the probe) never fail a rule. With ``per_class``,
+    every rule is applied to each class that has at least ``min_class_samples`` scored samples as
+    well, so a shortcut confined to one class is caught even when the probe-wide mean looks fine.
+
+    Args:
+        min_focus_lift: fail when ``focus_lift`` (object mass / object area) is below this.
+        max_spurious_lift: fail when ``spurious_lift`` (spurious mass / spurious area) is above this.
+        max_flip_rate: fail when the share of predictions that change once the spurious region is
+            filled (``cf_flip_rate``) is above this.
+        max_paste_rate: fail when pasting the cue into images of other classes moves the prediction
+            to the cue's class (``cf_paste_rate``) more often than this.
+        max_focus_drop: fail when ``focus_lift`` fell by more than this fraction of its best value in
+            the run (needs the run's history; ``audit()`` alone has none).
+        per_class: also apply the rules per class.
+        min_class_samples: fewest scored samples for a class to be judged on its own.
+
+    >>> policy = ShortcutPolicy(max_spurious_lift=2.0)
+    >>> policy.evaluate({"spurious_lift": 3.1, "spurious_mass": 0.42}).flags
+    ['spurious_lift 3.10 > 2.00: 42% of heatmap mass sits on 13.5% of the image marked spurious']
+    """
+
+    min_focus_lift: float | None = 1.5
+    max_spurious_lift: float | None = 2.0
+    max_flip_rate: float | None = 0.2
+    max_paste_rate: float | None = 0.2
+    max_focus_drop: float | None = 0.3
+    per_class: bool = True
+    min_class_samples: int = 4
+
+    def __post_init__(self) -> None:
+        for name in (
+            "min_focus_lift",
+            "max_spurious_lift",
+            "max_flip_rate",
+            "max_paste_rate",
+            "max_focus_drop",
+        ):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or math.isnan(value) or value < 0):
+                raise ReportError(
+                    f"ShortcutPolicy.{name} must be a non-negative number or None, got {value!r}"
+                )
+        for name in ("max_flip_rate", "max_paste_rate", "max_focus_drop"):
+            value = getattr(self, name)
+            if value is not None and value > 1:
+                raise ReportError(f"ShortcutPolicy.{name} is a fraction in [0, 1], got {value!r}")
+        if self.min_class_samples < 1:
+            raise ReportError(f"ShortcutPolicy.min_class_samples must be >= 1, got {self.min_class_samples}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShortcutPolicy:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ReportError(f"unknown ShortcutPolicy field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**dict(data))
+
+    def evaluate(
+        self,
+        summary: Mapping[str, float],
+        per_class: pd.DataFrame | None = None,
+        best_focus_lift: float | None = None,
+    ) -> Verdict:
+        """Judge an audit summary.
+
+        Args:
+            summary: probe-wide numbers (keys as in :data:`SUMMARY_KEYS`).
+            per_class: one row per class name with the same keys and ``n_samples``; optional.
+            best_focus_lift: the best ``focus_lift`` seen earlier in this run, for ``max_focus_drop``.
+
+        Returns:
+            A :class:`Verdict`; ``passed`` is False when any rule failed.
+        """
+        findings = list(self._check(summary, "probe"))
+        if self.per_class and per_class is not None:
+            for name, row in per_class.iterrows():
+                if _number(row.get("n_scored", row.get("n_samples"))) >= self.min_class_samples:
+                    findings.extend(self._check(row.to_dict(), str(name)))
+        if self.max_focus_drop is not None and best_focus_lift is not None:
+            current = _number(summary.get("focus_lift"))
+            if best_focus_lift > 0 and current < best_focus_lift * (1 - self.max_focus_drop):
+                drop = 1 - current / best_focus_lift
+                findings.append(
+                    Finding(
+                        "max_focus_drop",
+                        "focus_lift",
+                        drop,
+                        self.max_focus_drop,
+                        "probe",
+                        f"focus_lift fell {drop:.0%} from its best {best_focus_lift:.2f} to {current:.2f} "
+                        f"(allowed: {self.max_focus_drop:.0%})",
+                    )
+                )
+        return Verdict(passed=not findings, findings=tuple(findings))
+
+    def _check(self, values: Mapping[str, Any], scope: str) -> list[Finding]:
+        where = "" if scope == "probe" else f" for class '{scope}'"
+        out = []
+        focus_lift = _number(values.get("focus_lift"))
+        if self.min_focus_lift is not None and focus_lift < self.min_focus_lift:
+            focus = _number(values.get("focus"))
+            out.append(
+                Finding(
+                    "min_focus_lift",
+                    "focus_lift",
+                    focus_lift,
+                    self.min_focus_lift,
+                    scope,
+                    f"focus_lift {focus_lift:.2f} < {self.min_focus_lift:.2f}{where}: "
+                    f"only {focus:.0%} of heatmap mass falls on the object",
+                )
+            )
+        spurious_lift = _number(values.get("spurious_lift"))
+        if self.max_spurious_lift is not None and spurious_lift > self.max_spurious_lift:
+            mass = _number(values.get("spurious_mass"))
+            area = mass / spurious_lift if spurious_lift > 0 else math.nan
+            out.append(
+                Finding(
+                    "max_spurious_lift",
+                    "spurious_lift",
+                    spurious_lift,
+                    self.max_spurious_lift,
+                    scope,
+                    f"spurious_lift {spurious_lift:.2f} > {self.max_spurious_lift:.2f}{where}: {mass:.0%} of "
+                    f"heatmap mass sits on {area:.1%} of the image marked spurious",
+                )
+            )
+        flip = _number(values.get("cf_flip_rate"))
+        if self.max_flip_rate is not None and flip > self.max_flip_rate:
+            drop = _number(values.get("cf_confidence_drop"))
+            out.append(
+                Finding(
+                    "max_flip_rate",
+                    "cf_flip_rate",
+                    flip,
+                    self.max_flip_rate,
+                    scope,
+                    f"cf_flip_rate {flip:.2f} > {self.max_flip_rate:.2f}{where}: filling the spurious region "
+                    f"changes {flip:.0%} of predictions (target probability falls by {drop:.2f} on average)",
+                )
+            )
+        paste = _number(values.get("cf_paste_rate"))
+        if self.max_paste_rate is not None and paste > self.max_paste_rate:
+            out.append(
+                Finding(
+                    "max_paste_rate",
+                    "cf_paste_rate",
+                    paste,
+                    self.max_paste_rate,
+                    scope,
+                    f"cf_paste_rate {paste:.2f} > {self.max_paste_rate:.2f}{where}: "
+                    f"pasting the cue into images of other classes turns {paste:.0%} of them "
+                    "into the cue's class",
+                )
+            )
+        return out
+
+
+@dataclass
+class AuditReport:
+    """What one audit found.
+
+    Attributes:
+        summary: probe-wide numbers, keys as in :data:`SUMMARY_KEYS` (NaN where there is no evidence).
+        samples: one row per probe sample (``sample_id``, ``label``, ``target``, ``prediction``,
+            ``focus``, ``focus_lift``, ...).
+        per_class: one row per class (index: class name) with the summary keys.
+        verdict: the policy's :class:`Verdict`.
+        policy: the :class:`ShortcutPolicy` that produced it.
+        meta: epoch, step, target layer, method, fingerprints, versions.
+    """
+
+    summary: dict[str, float]
+    samples: pd.DataFrame
+    per_class: pd.DataFrame
+    verdict: Verdict
+    policy: ShortcutPolicy
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": REPORT_FORMAT,
+            "summary": {k: _to_json_number(v) for k, v in self.summary.items()},
+            "verdict": _clean(self.verdict.to_dict()),
+            "policy": self.policy.to_dict(),
+            "meta": _clean(self.meta),
+            "per_class": _frame_to_json(self.per_class),
+            "samples": _frame_to_json(self.samples),
+        }
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Write the report as JSON (NaN written as ``null``); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
+        tmp.replace(path)
+        return path
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the per-sample table as CSV; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.samples.to_csv(path, index=False)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditReport:
+        if data.get("format") != REPORT_FORMAT:
+            raise ReportError(
+                f"not a cam_audit report (format {data.get('format')!r}, expected {REPORT_FORMAT!r}); "
+                "write reports with AuditReport.to_json or `cam-audit audit`"
+            )
+        try:
+            return cls(
+                summary={k: _from_json_number(v) for k, v in data["summary"].items()},
+                samples=_frame_from_json(data["samples"]),
+                per_class=_frame_from_json(data["per_class"]),
+                verdict=Verdict.from_dict(data["verdict"]),
+                policy=ShortcutPolicy.from_dict(data["policy"]),
+                meta=dict(data.get("meta", {})),
+            )
+        except (KeyError, TypeError) as err:
+            raise ReportError(f"report is missing or has a malformed field: {err}") from err
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> AuditReport:
+        """Read a report written by :meth:`to_json`.
+
+        Raises:
+            ReportError: the file is missing, is not JSON, or is not a cam_audit report.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise ReportError(f"report file {path} does not exist") from err
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ReportError(f"report file {path} is not readable JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ReportError(f"report file {path} holds a JSON {type(data).__name__}, not a report object")
+        try:
+            return cls.from_dict(data)
+        except ReportError as err:
+            raise ReportError(f"{path}: {err}") from err
+
+    def with_verdict(self, policy: ShortcutPolicy, best_focus_lift: float | None = None) -> AuditReport:
+        """The same report judged by another policy."""
+        verdict = policy.evaluate(self.summary, self.per_class, best_focus_lift)
+        return AuditReport(self.summary, self.samples, self.per_class, verdict, policy, dict(self.meta))
+
+
+def _number(value: Any) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _to_json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _from_json_number(value: Any) -> Any:
+    if value is None:
+        return math.nan
+    if value in ("inf", "-inf"):
+        return float(value)
+    return value
+
+
+def _clean(value: Any) -> Any:
+    """Make nested meta data JSON-safe (NaN -> null, tuples -> lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        value = value.item()
+    return _to_json_number(value)
+
+
+def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "index": [_clean(i) for i in frame.index.tolist()],
+        "index_name": frame.index.name,
+        "columns": [str(c) for c in frame.columns],
+        "dtypes": [str(t) for t in frame.dtypes],
+        "data": [[_clean(v) for v in row] for row in frame.itertuples(index=False, name=None)],
+    }
+
+
+def _frame_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
+    frame = pd.DataFrame(data["data"], columns=data["columns"], index=data["index"])
+    frame.index.name = data.get("index_name")
+    for column, dtype in zip(data["columns"], data["dtypes"], strict=True):
+        if dtype.startswith("float"):
+            frame[column] = frame[column].map(_from_json_number).astype(dtype)
+        elif dtype.startswith(("int", "bool")):
+            frame[column] = frame[column].astype(dtype)
+    if len(frame.index) and all(isinstance(i, int) for i in data["index"]):
+        frame.index = frame.index.astype("int64")
+    return frame
+
+
+__all__ = ["SUMMARY_KEYS", "AuditReport", "Finding", "ShortcutPolicy", "Verdict"]

@@ -1,0 +1,138 @@
+"""Heatmap overlays and grids, as tensors (for TensorBoard) and PNG files.
+
+Maps are scored raw; only here are they scaled for display, each by its own maximum so that zero stays
+black-blue and the hottest pixel is red. The object region is outlined in green, the spurious region in
+magenta.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torchvision.utils import make_grid
+
+OBJECT_COLOUR = (0.1, 1.0, 0.2)
+SPURIOUS_COLOUR = (1.0, 0.1, 0.9)
+
+
+def colormap(values: Tensor) -> Tensor:
+    """Map values in [0, 1] to RGB with the classic "jet" ramp (blue, cyan, yellow, red).
+
+    Args:
+        values: float tensor [N, H, W] in [0, 1].
+
+    Returns:
+        float tensor [N, 3, H, W] in [0, 1].
+
+    >>> colormap(torch.tensor([[[0.0, 1.0]]]))[0, :, 0, 1].tolist()
+    [0.5, 0.0, 0.0]
+    """
+    x = values.clamp(0, 1).unsqueeze(1)
+    centres = torch.tensor([0.75, 0.5, 0.25], device=values.device).view(1, 3, 1, 1)
+    return (1.5 - (4 * (x - centres)).abs()).clamp(0, 1)
+
+
+def scale_for_display(maps: Tensor) -> Tensor:
+    """Divide each map by its maximum (all-zero maps stay zero); float [N, H, W] in [0, 1]."""
+    peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / peak.view(-1, 1, 1)
+
+
+def outline(regions: Tensor, width: int = 1) -> Tensor:
+    """The boundary pixels of bool regions [N, H, W] (region minus its erosion), bool [N, H, W]."""
+    r = regions.float().unsqueeze(1)
+    eroded = -nnf.max_pool2d(-r, kernel_size=2 * width + 1, stride=1, padding=width)
+    return (r.bool() & ~eroded.bool()).squeeze(1)
+
+
+def overlay(
+    images: Tensor,
+    maps: Tensor,
+    regions: Tensor | None = None,
+    spurious: Tensor | None = None,
+    alpha: float = 0.5,
+) -> Tensor:
+    """Blend heatmaps onto images and draw the region outlines.
+
+    Args:
+        images: float [N, 3, H, W] in [0, 1].
+        maps: float [N, H, W] >= 0, raw.
+        regions: bool [N, H, W] object regions, outlined in green.
+        spurious: bool [N, H, W] spurious regions, outlined in magenta.
+        alpha: weight of the heatmap.
+
+    Returns:
+        float [N, 3, H, W] in [0, 1].
+    """
+    heat = colormap(scale_for_display(maps.float()))
+    out = ((1 - alpha) * images.float().clamp(0, 1) + alpha * heat).clamp(0, 1)
+    for mask, colour in ((regions, OBJECT_COLOUR), (spurious, SPURIOUS_COLOUR)):
+        if mask is not None and bool(mask.any()):
+            edge = outline(mask.to(out.device)).unsqueeze(1)
+            out = torch.where(edge, torch.tensor(colour, device=out.device).view(1, 3, 1, 1), out)
+    return out
+
+
+def colour_bar(height: int, width: int = 8) -> Tensor:
+    """A vertical colour bar, hottest at the top; float [3, height, width]."""
+    ramp = torch.linspace(1, 0, height).view(1, height, 1).expand(1, height, width)
+    return colormap(ramp)[0]
+
+
+def overlay_grid(
+    images: Tensor,
+    maps: Tensor,
+    regions: Tensor | None = None,
+    spurious: Tensor | None = None,
+    captions: Sequence[str] | None = None,
+    ncol: int = 4,
+    scale: int = 2,
+) -> Tensor:
+    """A grid of (image, overlay) pairs with a colour bar, ready for ``SummaryWriter.add_image``.
+
+    Args:
+        images, maps, regions, spurious: as in :func:`overlay`.
+        captions: one short text per sample, written under its pair.
+        ncol: pairs per row.
+        scale: integer upscaling (nearest) so small probe images stay readable.
+
+    Returns:
+        float tensor [3, H', W'] in [0, 1].
+    """
+    blended = overlay(images, maps, regions, spurious)
+    pairs = torch.cat([images.float().clamp(0, 1), blended], dim=3)
+    if scale > 1:
+        pairs = nnf.interpolate(pairs, scale_factor=scale, mode="nearest")
+    if captions is not None:
+        pairs = torch.stack([_caption(p, c) for p, c in zip(pairs, captions, strict=True)])
+    grid = make_grid(pairs, nrow=ncol, padding=4, pad_value=1.0)
+    bar = colour_bar(grid.shape[1] - 8, width=10)
+    bar = nnf.pad(bar, (4, 4, 4, 4), value=1.0)
+    return torch.cat([grid, bar], dim=2)
+
+
+def save_png(image: Tensor, path: str | os.PathLike) -> Path:
+    """Write a float [3, H, W] image in [0, 1] as PNG; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _caption(pair: Tensor, text: str) -> Tensor:
+    """Append a 12-pixel white strip with ``text`` below ``pair`` [3, H, W]."""
+    _, _, w = pair.shape
+    strip = Image.new("RGB", (w, 12), "white")
+    ImageDraw.Draw(strip).text((2, 0), text, fill="black")
+    strip_t = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).view(12, w, 3)
+    return torch.cat([pair, strip_t.permute(2, 0, 1).float().to(pair.device) / 255], dim=1)
+
+
+__all__ = ["colormap", "colour_bar", "outline", "overlay", "overlay_grid", "save_png", "scale_for_display"]

@@ -1,0 +1,128 @@
+"""audit(): the summary is what the per-sample rows say, the model is untouched, shortcuts show up."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from cam_audit import ShortcutPolicy, audit
+from cam_audit.errors import CamAuditError
+from cam_audit.probe import ProbeSet, make_scenes
+
+DESIGN_KEYS = (
+    "focus",
+    "focus_lift",
+    "pointing_game",
+    "relevance_rank",
+    "spurious_mass",
+    "spurious_lift",
+    "cf_flip_rate",
+    "cf_confidence_drop",
+    "n_samples",
+    "n_degenerate",
+)
+
+
+def test_summary_has_the_documented_keys(scene_model, scene_probe):
+    report = audit(scene_model, scene_probe, target_layer="features", batch_size=10)
+    assert set(DESIGN_KEYS) <= set(report.summary)
+    assert report.summary["n_samples"] == len(scene_probe) == len(report.samples)
+    assert report.summary["n_spurious"] == len(scene_probe)
+    assert report.meta["target_layer"] == "features"
+
+
+def test_summary_is_the_nan_aware_mean_of_the_sample_rows(scene_model, scene_probe):
+    report = audit(scene_model, scene_probe, target_layer="features", batch_size=7)
+    rows = report.samples
+    for column, key in (
+        ("focus", "focus"),
+        ("focus_lift", "focus_lift"),
+        ("spurious_lift", "spurious_lift"),
+        ("cf_flip", "cf_flip_rate"),
+        ("correct", "accuracy"),
+    ):
+        assert report.summary[key] == pytest.approx(np.nanmean(rows[column].to_numpy(dtype=float)), rel=1e-5)
+    per_class = rows.groupby("class")["focus_lift"].mean()
+    for name, value in per_class.items():
+        assert report.per_class.loc[name, "focus_lift"] == pytest.approx(value, rel=1e-5)
+    assert report.per_class["n_samples"].sum() == len(rows)
+
+
+def test_batch_size_does_not_change_the_numbers(scene_model, scene_probe):
+    one = audit(scene_model, scene_probe, target_layer="features", batch_size=24)
+    many = audit(scene_model, scene_probe, target_layer="features", batch_size=5)
+    for key in DESIGN_KEYS:
+        a, b = one.summary[key], many.summary[key]
+        assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-4, abs=1e-6), key
+
+
+def test_audit_leaves_the_model_untouched(scene_model, scene_probe):
+    scene_model.train()
+    scene_model.head.eval()  # a deliberate mix of modes must survive
+    for p in scene_model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    state = {k: v.clone() for k, v in scene_model.state_dict().items()}
+    rng = torch.get_rng_state()
+    audit(scene_model, scene_probe, target_layer="features")
+    assert all(torch.equal(state[k], v) for k, v in scene_model.state_dict().items())  # incl. BN buffers
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in scene_model.parameters())
+    assert scene_model.training and scene_model.features.training and not scene_model.head.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_samples_without_spurious_regions_give_nan_not_zero(scene_model):
+    scenes = make_scenes(12, watermark="none", seed=5)
+    report = audit(scene_model, scenes.to_probe(), target_layer="features")
+    assert math.isnan(report.summary["spurious_lift"]) and math.isnan(report.summary["cf_flip_rate"])
+    assert report.summary["n_spurious"] == 0
+    assert report.verdict.passed or all("spurious" not in f for f in report.verdict.flags)
+
+
+def test_empty_object_region_is_counted_as_degenerate(scene_model):
+    scenes = make_scenes(6, seed=2)
+    masks = scenes.object_masks.clone()
+    masks[0] = False
+    probe = ProbeSet.from_tensors(scenes.images, scenes.labels, masks=masks)
+    report = audit(scene_model, probe, target_layer="features", counterfactual=False)
+    assert report.summary["n_degenerate"] == 1
+    assert math.isnan(report.samples.loc[0, "focus"])
+    assert report.summary["focus"] == pytest.approx(report.samples["focus"][1:].mean(), rel=1e-5)
+
+
+def test_bad_choices_raise(scene_model, scene_probe):
+    with pytest.raises(CamAuditError, match="target"):
+        audit(scene_model, scene_probe, target="truth")
+    with pytest.raises(CamAuditError, match="batch_size"):
+        audit(scene_model, scene_probe, target_layer="features", batch_size=0)
+
+
+@pytest.mark.slow
+def test_a_watermark_shortcut_shows_in_the_audit_and_the_counterfactual():
+    """Train the same CNN on clean and on watermark-predicts-label scenes; the audit must tell them apart."""
+    from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+
+    probe_scenes = make_scenes(48, watermark="correlated", seed=77)
+    reports = {}
+    for name, watermark in (("clean", "random"), ("shortcut", "correlated")):
+        pl.seed_everything(0, verbose=False)
+        model = SceneClassifier(width=8)
+        trainer = pl.Trainer(
+            max_epochs=3,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, datamodule=SceneDataModule(watermark=watermark, n_train=768, n_val=64))
+        reports[name] = audit(
+            model, probe_scenes.to_probe(), target_layer="features", policy=ShortcutPolicy()
+        )
+    clean, shortcut = reports["clean"].summary, reports["shortcut"].summary
+    assert shortcut["spurious_lift"] > 2 * clean["spurious_lift"]
+    assert shortcut["cf_flip_rate"] > clean["cf_flip_rate"] + 0.2
+    assert not reports["shortcut"].verdict.passed

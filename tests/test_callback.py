@@ -1,0 +1,170 @@
+"""The Lightning callback: scheduling, logged metrics, TensorBoard content, reports, state."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cam_audit import CamAudit, ShortcutPolicy
+from cam_audit.callback import ShortcutDetected
+from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+from cam_audit.errors import CamAuditError, TargetLayerError
+from cam_audit.report import AuditReport
+
+
+def _trainer(tmp_path: Path, callbacks, logger=None, **kwargs) -> pl.Trainer:
+    defaults = dict(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        default_root_dir=tmp_path,
+        log_every_n_steps=1,
+    )
+    defaults.update(kwargs)
+    if logger is None:
+        logger = TensorBoardLogger(tmp_path, name="tb", version="")
+    return pl.Trainer(callbacks=callbacks, logger=logger, **defaults)
+
+
+def _data() -> SceneDataModule:
+    return SceneDataModule(watermark="correlated", n_train=128, n_val=32, batch_size=32)
+
+
+def test_fit_logs_finite_focus_and_tensorboard_tags(tmp_path, scene_probe):
+    pl.seed_everything(0)
+    audit = CamAudit(scene_probe, target_layer="features", batch_size=16, max_images=4)
+    checkpoint = ModelCheckpoint(monitor="cam_audit/focus_lift", mode="max", dirpath=tmp_path / "ckpt")
+    trainer = _trainer(tmp_path, [audit, checkpoint])
+    trainer.fit(SceneClassifier(width=8), datamodule=_data())
+
+    metrics = trainer.callback_metrics
+    for key in ("focus", "focus_lift", "spurious_lift", "cf_flip_rate", "accuracy", "shortcut"):
+        assert f"cam_audit/{key}" in metrics, key
+    assert math.isfinite(float(metrics["cam_audit/focus"]))
+    assert math.isfinite(float(metrics["cam_audit/focus_lift"]))
+    assert audit.n_audits == 2
+    assert Path(checkpoint.best_model_path).is_file()  # ModelCheckpoint could monitor the audit
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "histograms": 0}).Reload()
+    tags = events.Tags()
+    assert {"cam_audit/focus", "cam_audit/focus_lift", "cam_audit/spurious_lift"} <= set(tags["scalars"])
+    assert "cam_audit/per_class/disc/focus_lift" in tags["scalars"]
+    assert "cam_audit/overlays" in tags["images"]
+    assert "cam_audit/focus_lift_per_sample" in tags["histograms"]
+    assert len(events.Scalars("cam_audit/focus_lift")) == 2
+
+    report = AuditReport.from_json(tmp_path / "tb" / "cam_audit" / "latest" / "report.json")
+    assert report.meta["epoch"] == 1
+    assert len(report.samples) == len(scene_probe)
+    assert report.summary["focus_lift"] == pytest.approx(float(metrics["cam_audit/focus_lift"]))
+    assert (tmp_path / "tb" / "cam_audit" / "best" / "report.json").is_file()
+    assert len((tmp_path / "tb" / "cam_audit" / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_sanity_check_is_skipped_and_schedule_is_kept(tmp_path, scene_probe):
+    audit = CamAudit(scene_probe, target_layer="features", every_n_epochs=2, log_images=False)
+    trainer = _trainer(tmp_path, [audit], max_epochs=3, num_sanity_val_steps=1)
+    trainer.fit(SceneClassifier(width=8), datamodule=_data())
+    # epochs 0, 1, 2: due after epoch 1 (every 2nd) and after the last epoch; never in the sanity check
+    assert audit.n_audits == 2
+
+
+def test_audits_at_train_epoch_end_without_validation(tmp_path, scene_probe):
+    audit = CamAudit(scene_probe, target_layer="features", log_images=False)
+    trainer = _trainer(tmp_path, [audit], max_epochs=1, limit_val_batches=0)
+    model = SceneClassifier(width=8)
+    trainer.fit(
+        model,
+        train_dataloaders=torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.rand(32, 3, 64, 64), torch.randint(0, 3, (32,))),
+            batch_size=16,
+        ),
+    )
+    assert audit.n_audits == 1
+    assert "cam_audit/focus_lift" in trainer.callback_metrics
+
+
+def test_csv_logger_gets_overlay_pngs(tmp_path, scene_probe):
+    audit = CamAudit(scene_probe, target_layer="features", max_images=4)
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    trainer = _trainer(tmp_path, [audit], logger=logger, max_epochs=1)
+    trainer.fit(SceneClassifier(width=8), datamodule=_data())
+    assert list((tmp_path / "csv" / "cam_audit").glob("overlays_epoch*.png"))
+    assert "cam_audit/focus_lift" in (tmp_path / "csv" / "metrics.csv").read_text()
+
+
+def test_wrong_layer_fails_in_setup_before_training(tmp_path, scene_probe):
+    audit = CamAudit(scene_probe, target_layer="featurez")
+    trainer = _trainer(tmp_path, [audit])
+    model = SceneClassifier(width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TargetLayerError, match="featurez"):
+        trainer.fit(model, datamodule=_data())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_probe_with_more_classes_than_the_model_fails_in_setup(tmp_path, scene_probe):
+    audit = CamAudit(scene_probe, target_layer="features")
+    with pytest.raises(CamAuditError, match="3 classes"):
+        _trainer(tmp_path, [audit]).fit(SceneClassifier(num_classes=2, width=8), datamodule=_data())
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("every_n_epochs", 0), ("batch_size", -1), ("method", "scorecam"), ("on_shortcut", "ignore")],
+)
+def test_bad_arguments_are_refused_at_construction(scene_probe, argument, value):
+    with pytest.raises(CamAuditError, match=argument):
+        CamAudit(scene_probe, **{argument: value})
+
+
+def test_on_shortcut_raise_and_stop(tmp_path, scene_probe):
+    strict = ShortcutPolicy(min_focus_lift=1e6)  # no model can pass this
+    with pytest.raises(ShortcutDetected, match="focus_lift"):
+        _trainer(
+            tmp_path,
+            [
+                CamAudit(
+                    scene_probe, target_layer="features", policy=strict, on_shortcut="raise", log_images=False
+                )
+            ],
+        ).fit(SceneClassifier(width=8), datamodule=_data())
+
+    stopper = CamAudit(
+        scene_probe, target_layer="features", policy=strict, on_shortcut="stop", log_images=False
+    )
+    trainer = _trainer(tmp_path, [stopper], max_epochs=5)
+    trainer.fit(SceneClassifier(width=8), datamodule=_data())
+    assert trainer.current_epoch == 1  # stopped after the first audit
+    assert stopper.first_flag_epoch == 0
+    assert float(trainer.callback_metrics["cam_audit/shortcut"]) == 1.0
+
+
+def test_state_dict_round_trip_and_distinct_state_keys(scene_probe):
+    from cam_audit.probe import make_scenes
+
+    audit = CamAudit(scene_probe, target_layer="features")
+    audit.load_state_dict(
+        {
+            "best_focus_lift": 2.5,
+            "best_epoch": 3,
+            "first_flag_epoch": 1,
+            "n_audits": 4,
+            "last_summary": {"focus": 0.4},
+        }
+    )
+    assert audit.state_dict()["best_focus_lift"] == 2.5
+    assert audit.state_dict()["n_audits"] == 4
+    other = CamAudit(make_scenes(8, seed=99).to_probe(), target_layer="features")
+    assert audit.state_key != other.state_key

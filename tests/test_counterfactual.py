@@ -1,0 +1,116 @@
+"""Fill and paste interventions and the counterfactual scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cam_audit.counterfactual import (
+    counterfactual_scores,
+    eval_mode,
+    fill_region,
+    paste_partners,
+    paste_region,
+)
+from cam_audit.errors import CamAuditError
+
+
+class CornerReader(nn.Module):
+    """Predicts class 1 exactly when the top-left 4x4 corner is bright: a pure shortcut."""
+
+    def forward(self, images):
+        corner = images[:, :, :4, :4].mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - corner, corner - 0.5], dim=1) * 20
+
+
+def _batch():
+    images = torch.full((4, 3, 16, 16), 0.2)
+    spurious = torch.zeros(4, 16, 16, dtype=torch.bool)
+    images[:2, :, :4, :4] = 1.0  # samples 0 and 1 carry the cue, class 1
+    spurious[:2, :4, :4] = True
+    labels = torch.tensor([1, 1, 0, 0])
+    return images, spurious, labels
+
+
+@pytest.mark.parametrize("fill", ["blur", "mean", lambda images, regions: torch.zeros_like(images)])
+def test_fill_changes_only_the_region_and_never_the_input(fill):
+    images, spurious, _ = _batch()
+    before = images.clone()
+    version = images._version
+    filled = fill_region(images, spurious, fill)
+    assert torch.equal(images, before) and images._version == version
+    assert torch.equal(
+        filled[~spurious.unsqueeze(1).expand_as(filled)], images[~spurious.unsqueeze(1).expand_as(images)]
+    )
+    assert filled[0, :, :4, :4].mean() < 0.9  # the bright cue is gone
+
+
+def test_mean_fill_uses_the_colour_outside_the_region():
+    images, spurious, _ = _batch()
+    filled = fill_region(images, spurious, "mean")
+    assert torch.allclose(filled[0, :, :4, :4], torch.tensor(0.2))
+
+
+def test_fill_rejects_bad_shapes_and_modes():
+    images, spurious, _ = _batch()
+    with pytest.raises(CamAuditError, match="regions"):
+        fill_region(images, spurious[:, :8], "blur")
+    with pytest.raises(CamAuditError, match="fill must be"):
+        fill_region(images, spurious, "inpaint")
+    with pytest.raises(CamAuditError, match="callable must return"):
+        fill_region(images, spurious, lambda i, r: i[:, :1])
+
+
+def test_paste_partners_pick_another_class_not_already_predicted():
+    labels = torch.tensor([1, 1, 0, 0])
+    predictions = torch.tensor([1, 1, 1, 0])  # sample 2 is already predicted as 1: no use as a partner
+    partners = paste_partners(labels, torch.tensor([True, True, False, False]), predictions)
+    assert partners.tolist() == [3, 3, -1, -1]
+    # everything predicted as 1: class-1 cues have no partner, class-0 cues go into sample 0
+    assert paste_partners(
+        labels, torch.ones(4, dtype=torch.bool), torch.ones(4, dtype=torch.long)
+    ).tolist() == [-1, -1, 0, 0]
+
+
+def test_a_pure_shortcut_flips_and_pastes():
+    images, spurious, labels = _batch()
+    model = CornerReader()
+    logits = model(images)
+    out = counterfactual_scores(model, images, spurious, labels, labels, logits, fill="mean")
+    assert out["cf_flip"][:2].tolist() == [1.0, 1.0]
+    assert (out["cf_confidence_drop"][:2] > 0.99).all()
+    assert out["cf_paste"][:2].tolist() == [1.0, 1.0]  # the cue turns a class-0 image into class 1
+    assert all(math.isnan(v) for v in out["cf_flip"][2:].tolist())  # no cue, no evidence
+
+
+def test_a_model_ignoring_the_cue_neither_flips_nor_pastes():
+    images, spurious, labels = _batch()
+
+    class BottomReader(nn.Module):
+        def forward(self, x):
+            v = x[:, :, 8:, 8:].mean(dim=(1, 2, 3))
+            return torch.stack([v, -v], dim=1)
+
+    model = BottomReader()
+    out = counterfactual_scores(model, images, spurious, labels, labels, model(images))
+    assert out["cf_flip"][:2].tolist() == [0.0, 0.0]
+    assert out["cf_paste"][:2].tolist() == [0.0, 0.0]
+    assert torch.allclose(out["cf_confidence_drop"][:2], torch.zeros(2))
+
+
+def test_paste_region_takes_source_pixels_inside_the_region():
+    dst, src = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    region = torch.zeros(1, 4, 4, dtype=torch.bool)
+    region[0, 0, 0] = True
+    assert paste_region(dst, src, region).sum() == 3
+
+
+def test_eval_mode_restores_each_submodules_flag():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Dropout())
+    model[1].eval()  # a user's deliberate mix of modes
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and model[0].training and not model[1].training
