@@ -93,8 +93,8 @@ class CamEngine:
     Args:
         model: a classifier returning logits [N, num_classes].
         target_layer: a dotted name (``"layer4"``, ``"features.28"``), a submodule of ``model``, or
-            ``None`` for the last layer with a 4-D spatial output, found by one traced forward on the
-            first call's input.
+            ``None`` for the last layer with a 4-D spatial output (adaptive pools of the head
+            excepted), found by one traced forward on the first call's input.
         method: ``"gradcam++"`` or ``"gradcam"``.
         reshape_transform: turns the layer's output into ``[N, C, h, w]`` for the formula (the layer's
             own output goes downstream unchanged), e.g. :func:`~cam_audit.cam.vit_reshape_transform`.

@@ -13,6 +13,10 @@ from cam_audit.errors import CamAuditError, TargetLayerError
 
 ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
 
+# Resizing pools at the start of a classifier head (VGG's AdaptiveAvgPool2d((7, 7))): never chosen
+# automatically, the features before them are what the head reads.
+_HEAD_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
 
 @dataclass
 class _LayerRun:
@@ -141,7 +145,8 @@ def resolve_target_layer(
         model: the classifier (a ``torch.compile`` wrapper is unwrapped; names refer to the eager model,
             with or without the ``_orig_mod.`` prefix).
         target_layer: a dotted name (``"layer4"``, ``"features.28"``), a submodule of ``model``, or
-            ``None`` for the last layer of :func:`spatial_layers` (needs ``example_input``).
+            ``None`` for the last layer of :func:`spatial_layers` that is not an adaptive pooling layer
+            (VGG's head starts with one), which needs ``example_input``.
         example_input: float tensor [N, 3, H, W]; when given, one traced forward checks that the layer
             runs exactly once and outputs ``[N, C, h, w]`` (after ``reshape_transform`` if given).
         reshape_transform: turns the layer's output into ``[N, C, h, w]`` (e.g. ViT tokens).
@@ -210,7 +215,10 @@ def _auto_layer(
             "target_layer=None is resolved by a traced forward; pass example_input (a batch the model "
             "accepts) or name the layer"
         )
-    names = spatial_layers(model, example_input)
+    modules = dict(model.named_modules())
+    names = [
+        name for name in spatial_layers(model, example_input) if not isinstance(modules[name], _HEAD_POOLS)
+    ]
     if not names:
         raise TargetLayerError(
             f"no layer of {_model_name(model)} outputs a 4-D [N, C, h, w] map with h*w > 1 on input of "
@@ -218,7 +226,7 @@ def _auto_layer(
             "(e.g. cam_audit.cam.vit_reshape_transform for Vision Transformers), or use larger images"
         )
     name = names[-1]
-    return name, dict(model.named_modules())[name]
+    return name, modules[name]
 
 
 def _check_runs(
