@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import pandas as pd
@@ -97,14 +98,21 @@ def score_batch(
     counterfactual: bool = True,
     fill: Fill = "blur",
     pointing_tolerance: int = 0,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Maps and per-sample scores for one probe batch.
+
+    Args:
+        timings: when given, the seconds spent in the CAM engine and in the counterfactual forwards are
+            added to its ``"attribution"`` and ``"counterfactual"`` entries (the device is synchronised
+            around each, so GPU time is counted where it is spent).
 
     Returns:
         ``(rows, maps)``: ``rows`` maps each column of :data:`SCORE_KEYS` plus ``target``,
         ``prediction``, ``confidence`` and ``area`` to a tensor [B]; ``maps`` is float32 [B, H, W].
     """
-    result = engine(batch.images, batch.labels if target == "label" else "predicted")
+    with _stopwatch(timings, "attribution", batch.images.device):
+        result = engine(batch.images, batch.labels if target == "label" else "predicted")
     maps = result.maps
     regions = batch.regions.to(maps.device)
     spurious = batch.spurious.to(maps.device)
@@ -132,7 +140,7 @@ def score_batch(
     if counterfactual:
         model = engine.model
         images = batch.images.to(maps.device)
-        with torch.inference_mode(), eval_mode(model):
+        with _stopwatch(timings, "counterfactual", images.device), torch.inference_mode(), eval_mode(model):
             rows.update(
                 counterfactual_scores(model, images, spurious, labels, result.targets, result.logits, fill)
             )
@@ -154,6 +162,7 @@ def score_probe(
     pointing_tolerance: int = 0,
     device: torch.device | str | None = None,
     on_batch: Callable[[ProbeBatch, Tensor, dict[str, Tensor]], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Score probe samples in batches, adding them to ``scores``; returns one row per sample.
 
@@ -169,6 +178,8 @@ def score_probe(
         pointing_tolerance: pixels of slack for the pointing game.
         device: where to run (default: the model's device).
         on_batch: called with ``(batch, maps, rows)`` after each batch (e.g. to draw overlays).
+        timings: seconds in the CAM engine and the counterfactual forwards are added to its
+            ``"attribution"`` and ``"counterfactual"`` entries (see :func:`score_batch`).
     """
     if batch_size < 1:
         raise CamAuditError(f"batch_size must be >= 1, got {batch_size}")
@@ -183,6 +194,7 @@ def score_probe(
             counterfactual=counterfactual,
             fill=fill,
             pointing_tolerance=pointing_tolerance,
+            timings=timings,
         )
         scores.update({k: rows[k] for k in SCORE_KEYS}, batch.labels)
         if on_batch is not None:
@@ -255,13 +267,16 @@ def audit(
         device: where to run (default: the model's device).
 
     Returns:
-        An :class:`~cam_audit.report.AuditReport`.
+        An :class:`~cam_audit.report.AuditReport`. Its ``meta`` carries the cost: ``seconds`` (the whole
+        audit), ``attribution_seconds`` (Grad-CAM++ forward and backward passes) and
+        ``counterfactual_seconds`` (the fill and paste forwards).
     """
     _check_choice("method", method, ("gradcam++", "gradcam"))
     _check_choice("target", target, ("label", "predicted"))
     policy = policy if policy is not None else ShortcutPolicy()
     engine = CamEngine(model, target_layer=target_layer, method=method, reshape_transform=reshape_transform)
     scores = AuditScores(num_classes=len(class_names(probe)))
+    timings = {"attribution": 0.0, "counterfactual": 0.0}
     started = time.perf_counter()
     samples = score_probe(
         engine,
@@ -273,12 +288,15 @@ def audit(
         fill=fill,
         pointing_tolerance=pointing_tolerance,
         device=device,
+        timings=timings,
     )
     meta = {
         "target_layer": engine.layer_name,
         "method": method,
         "target": target,
         "seconds": time.perf_counter() - started,
+        "attribution_seconds": timings["attribution"],
+        "counterfactual_seconds": timings["counterfactual"],
         "probe_fingerprint": probe.fingerprint(),
         "model_fingerprint": model_fingerprint(model),
         "model_class": type(model).__name__,
@@ -301,6 +319,23 @@ def model_fingerprint(model: nn.Module) -> str:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _stopwatch(timings: dict[str, float] | None, key: str, device: torch.device) -> Iterator[None]:
+    """Add the seconds the block takes to ``timings[key]`` (CUDA synchronised at both ends)."""
+    if timings is None:
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
 
 
 def _model_device(model: nn.Module) -> torch.device:
