@@ -228,13 +228,20 @@ class CamEngine:
                 raise _disconnected_error(name)
             if self.reshape_transform is not None:
                 gradient = self.reshape_transform(gradient)
-            activations, gradient = capture.activations.float(), gradient.float()
-            size = images.shape[-2:]
-            maps = {
-                method: _upsample(weighted_map(activations, _WEIGHTS[method](activations, gradient)), size)
-                for method in methods
-            }
+            maps = _maps(capture.activations, gradient, methods, images.shape[-2:])
         return maps, logits.detach(), explained
+
+
+def _maps(
+    activations: torch.Tensor, gradient: torch.Tensor, methods: tuple[str, ...], size: torch.Size
+) -> dict[str, torch.Tensor]:
+    """float32 maps [N, H, W] per method from activations and gradients [N, K, h, w] of any dtype."""
+    activations, gradient = activations.float(), gradient.float()
+    with torch.autocast(activations.device.type, enabled=False):  # an enclosing autocast would cast down
+        return {
+            method: _upsample(weighted_map(activations, _WEIGHTS[method](activations, gradient)), size)
+            for method in methods
+        }
 
 
 def _upsample(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
