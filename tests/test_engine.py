@@ -182,7 +182,7 @@ def test_call_leaves_no_trace(training_resnet: nn.Module, images: torch.Tensor) 
 @pytest.mark.parametrize(
     ("layer", "targets", "error"),
     [
-        ("layer4", [0, 1, 2], "targets has 3 entries but images has 2"),
+        ("layer4", [0, 1, 2], r"len\(targets\) = 3 but images holds N = 2"),
         ("layer4", [0, 9], r"targets\[1\] = 9 is not a class index"),
         ("fc", None, "reshape_transform"),
         ("layer4.1.relu", None, "more than once"),

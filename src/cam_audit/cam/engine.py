@@ -304,7 +304,7 @@ def _check_targets(targets: Targets, count: int) -> torch.Tensor | None:
         )
     if indices.shape[0] != count:
         raise CamAuditError(
-            f"targets has {indices.shape[0]} entries but images has {count}; pass one class index per "
+            f"len(targets) = {indices.shape[0]} but images holds N = {count}; pass one class index per "
             "image (or targets=None to explain the predicted classes)"
         )
     return indices
