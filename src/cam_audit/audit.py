@@ -246,6 +246,7 @@ def audit(
     pointing_tolerance: int = 0,
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
     device: torch.device | str | None = None,
+    on_batch: Callable[[ProbeBatch, Tensor, dict[str, Tensor]], None] | None = None,
 ) -> AuditReport:
     """Audit ``model`` on ``probe``: where do its Grad-CAM++ maps fall, and does a spurious cue decide?
 
@@ -265,6 +266,7 @@ def audit(
         pointing_tolerance: pixels of slack for the pointing game.
         reshape_transform: turns a token layer's output into [N, C, h, w] (ViTs).
         device: where to run (default: the model's device).
+        on_batch: called with ``(batch, maps, rows)`` after each batch (a progress bar, overlays).
 
     Returns:
         An :class:`~cam_audit.report.AuditReport`. Its ``meta`` carries the cost: ``seconds`` (the whole
@@ -289,6 +291,7 @@ def audit(
         pointing_tolerance=pointing_tolerance,
         device=device,
         timings=timings,
+        on_batch=on_batch,
     )
     meta = {
         "target_layer": engine.layer_name,
