@@ -25,6 +25,7 @@ from cam_audit.cam import CamEngine
 from cam_audit.errors import CamAuditError
 from cam_audit.loggers import log_audit_media, write_reports
 from cam_audit.probe import ProbeSet
+from cam_audit.probe.spec import ProbeSource
 from cam_audit.report import AuditReport, ShortcutPolicy
 
 OnShortcut = Literal["warn", "stop", "raise"]
@@ -61,7 +62,8 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
     ``fast_dev_run`` one batch is audited as a smoke test and nothing is logged or written.
 
     Args:
-        probe: images with object regions (and optionally spurious regions).
+        probe: images with object regions (and optionally spurious regions), or a
+            :class:`~cam_audit.probe.spec.ProbeSource` (how a YAML config declares one), loaded here.
         target_layer: dotted module name, or None for the last layer with a spatial output.
         every_n_epochs: audit every this many epochs (the last epoch of a fit is always audited).
         method: ``"gradcam++"`` or ``"gradcam"``.
@@ -85,7 +87,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
 
     def __init__(
         self,
-        probe: ProbeSet,
+        probe: ProbeSet | ProbeSource,
         target_layer: str | None = None,
         every_n_epochs: int = 1,
         method: Literal["gradcam++", "gradcam"] = "gradcam++",
@@ -102,6 +104,8 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         prefix: str = "cam_audit",
     ) -> None:
         super().__init__()
+        if isinstance(probe, ProbeSource):
+            probe = probe.load()
         if not isinstance(probe, ProbeSet):
             raise CamAuditError(
                 f"probe must be a cam_audit.ProbeSet, got {type(probe).__name__}; build one with "
@@ -238,6 +242,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
                 )
 
         self._scores.to(pl_module.device).reset()
+        timings = {"attribution": 0.0, "counterfactual": 0.0}
         precision = getattr(trainer.strategy, "precision_plugin", None)
         context = precision.forward_context() if precision is not None else nullcontext()
         with context:
@@ -252,6 +257,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
                 fill=self.fill,
                 device=pl_module.device,
                 on_batch=keep_for_grid,
+                timings=timings,
             )
         samples = _gather_frames(samples, world)
         best_before = None if math.isnan(self.best_focus_lift) else self.best_focus_lift
@@ -268,6 +274,8 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             "world_size": world,
             "best_focus_lift": best_before,
             "versions": _versions(),
+            "attribution_seconds": timings["attribution"],
+            "counterfactual_seconds": timings["counterfactual"],
         }
         report = build_report(
             self._scores, samples, self.probe, self.policy, best_focus_lift=best_before, meta=meta
@@ -305,7 +313,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             pl_module.log(f"{self.prefix}/{key}", float(value), prog_bar=key == "focus_lift", sync_dist=False)
         pl_module.log(f"{self.prefix}/shortcut", float(not report.verdict.passed), sync_dist=False)
         for name, row in report.per_class.iterrows():
-            for key in ("focus_lift", "spurious_lift", "cf_flip_rate"):
+            for key in ("focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate"):
                 pl_module.log(f"{self.prefix}/per_class/{name}/{key}", float(row[key]), sync_dist=False)
 
     def _act_on_verdict(self, trainer: pl.Trainer, report: AuditReport) -> None:

@@ -1,0 +1,172 @@
+"""Probe sets declared by their arguments, so a YAML config can name one.
+
+A :class:`~cam_audit.probe.ProbeSet` holds decoded images and cannot be written in a config file; a
+``ProbeSource`` can. Each subclass takes the arguments of one loader and :meth:`ProbeSource.load` builds
+the probe set. ``CamAudit(probe=...)`` and ``cam-audit audit`` accept either, so in a LightningCLI or
+``cam-audit audit`` config a probe reads::
+
+    probe:
+      class_path: cam_audit.probe.spec.CocoProbe
+      init_args:
+        annotation_json: probe/instances.json
+        image_dir: probe/images
+
+Relative paths are relative to the working directory the command runs in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from cam_audit.probe.probeset import ProbeSet
+
+
+class ProbeSource(ABC):
+    """A probe set described by arguments; :meth:`load` reads or draws it."""
+
+    @abstractmethod
+    def load(self) -> ProbeSet:
+        """Build the probe set (reads files or draws scenes; validates every sample)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable argument holders
+
+
+class CocoProbe(ProbeSource):
+    """A probe set from a COCO instances file (see :meth:`ProbeSet.from_coco`).
+
+    Args:
+        annotation_json: path of the COCO instances JSON.
+        image_dir: folder the images' ``file_name`` are relative to.
+        spurious_categories: category names or ids whose annotations are spurious regions.
+        categories: ``{category id or name: class index}``; default: the other categories, by id.
+    """
+
+    def __init__(
+        self,
+        annotation_json: str | Path,
+        image_dir: str | Path,
+        spurious_categories: Sequence[str | int] = ("watermark",),
+        categories: dict[str | int, int] | None = None,
+    ) -> None:
+        self.annotation_json = annotation_json
+        self.image_dir = image_dir
+        self.spurious_categories = tuple(spurious_categories)
+        self.categories = categories
+
+    def load(self) -> ProbeSet:
+        return ProbeSet.from_coco(
+            self.annotation_json,
+            self.image_dir,
+            spurious_categories=self.spurious_categories,
+            categories=self.categories,
+        )
+
+
+class CsvProbe(ProbeSource):
+    """A probe set from a manifest CSV with one row per region (see :meth:`ProbeSet.from_csv`).
+
+    Args:
+        manifest_csv: path of the CSV; image and mask paths in it are relative to it.
+        classes: class names in index order; default: the names in the CSV, sorted.
+    """
+
+    def __init__(self, manifest_csv: str | Path, classes: list[str] | None = None) -> None:
+        self.manifest_csv = manifest_csv
+        self.classes = classes
+
+    def load(self) -> ProbeSet:
+        return ProbeSet.from_csv(self.manifest_csv, classes=self.classes)
+
+
+class MaskDirProbe(ProbeSource):
+    """A probe set from an image folder and a folder of masks (see :meth:`ProbeSet.from_mask_dir`).
+
+    Args:
+        image_dir: folder of images.
+        mask_dir: folder of object masks with the images' file stems.
+        labels_csv: CSV with columns ``image`` and ``label``.
+        spurious_mask_dir: optional folder of spurious-cue masks.
+        classes: class names in index order.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        mask_dir: str | Path,
+        labels_csv: str | Path,
+        spurious_mask_dir: str | Path | None = None,
+        classes: list[str] | None = None,
+    ) -> None:
+        self.image_dir = image_dir
+        self.mask_dir = mask_dir
+        self.labels_csv = labels_csv
+        self.spurious_mask_dir = spurious_mask_dir
+        self.classes = classes
+
+    def load(self) -> ProbeSet:
+        return ProbeSet.from_mask_dir(
+            self.image_dir,
+            self.mask_dir,
+            self.labels_csv,
+            spurious_mask_dir=self.spurious_mask_dir,
+            classes=self.classes,
+        )
+
+
+class SyntheticProbe(ProbeSource):
+    """Synthetic shape scenes with a watermark tag (see :func:`cam_audit.probe.make_scenes`).
+
+    Args:
+        n: number of scenes.
+        watermark: ``"none"``, ``"random"`` or ``"correlated"`` (the tag's corner gives the label away).
+        correlation: share of tags that follow the label (``"correlated"`` only).
+        num_classes: number of shape classes.
+        image_size: side of the square images.
+        seed: seed of the generator; the same seed gives the same scenes.
+
+    >>> probe = SyntheticProbe(n=6, watermark="correlated", seed=3).load()
+    >>> len(probe), probe.classes, probe.has_spurious
+    (6, ['disc', 'square', 'triangle'], True)
+    """
+
+    def __init__(
+        self,
+        n: int = 96,
+        watermark: Literal["none", "random", "correlated"] = "correlated",
+        correlation: float = 1.0,
+        num_classes: int = 3,
+        image_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.n = n
+        self.watermark = watermark
+        self.correlation = correlation
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.seed = seed
+
+    def load(self) -> ProbeSet:
+        from cam_audit.probe.synthetic import make_scenes
+
+        scenes = make_scenes(
+            self.n,
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            watermark=self.watermark,
+            correlation=self.correlation,
+            seed=self.seed,
+        )
+        return scenes.to_probe()
+
+
+__all__ = ["CocoProbe", "CsvProbe", "MaskDirProbe", "ProbeSource", "SyntheticProbe"]
