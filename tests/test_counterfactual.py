@@ -10,7 +10,6 @@ from torch import nn
 
 from cam_audit.counterfactual import (
     counterfactual_scores,
-    eval_mode,
     fill_region,
     paste_partners,
     paste_region,
@@ -106,11 +105,3 @@ def test_paste_region_takes_source_pixels_inside_the_region():
     region = torch.zeros(1, 4, 4, dtype=torch.bool)
     region[0, 0, 0] = True
     assert paste_region(dst, src, region).sum() == 3
-
-
-def test_eval_mode_restores_each_submodules_flag():
-    model = nn.Sequential(nn.BatchNorm2d(3), nn.Dropout())
-    model[1].eval()  # a user's deliberate mix of modes
-    with eval_mode(model):
-        assert not any(m.training for m in model.modules())
-    assert model.training and model[0].training and not model[1].training

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from cam_audit.cam import CamEngine
-from cam_audit.counterfactual import Fill, counterfactual_scores, eval_mode
+from cam_audit.cam.isolation import eval_mode_untouched
+from cam_audit.counterfactual import Fill, counterfactual_scores
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import MeanScore
 from cam_audit.metrics import functional as F
@@ -140,7 +141,11 @@ def score_batch(
     if counterfactual:
         model = engine.model
         images = batch.images.to(maps.device)
-        with _stopwatch(timings, "counterfactual", images.device), torch.inference_mode(), eval_mode(model):
+        with (
+            _stopwatch(timings, "counterfactual", images.device),
+            torch.inference_mode(),
+            eval_mode_untouched(model, images.device),
+        ):
             rows.update(
                 counterfactual_scores(model, images, spurious, labels, result.targets, result.logits, fill)
             )

@@ -14,12 +14,11 @@ Every function here is batched and runs where the images are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from cam_audit.errors import CamAuditError
@@ -84,18 +83,6 @@ def paste_region(destination: Tensor, source: Tensor, regions: Tensor) -> Tensor
         A new tensor [N, C, H, W].
     """
     return torch.where(regions.to(torch.bool).unsqueeze(1), source, destination)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode, then restore each one's own ``training`` flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 def paste_partners(labels: Tensor, has_cue: Tensor, predictions: Tensor) -> Tensor:
@@ -175,4 +162,4 @@ def counterfactual_scores(
     return out
 
 
-__all__ = ["counterfactual_scores", "eval_mode", "fill_region", "paste_partners", "paste_region"]
+__all__ = ["counterfactual_scores", "fill_region", "paste_partners", "paste_region"]
