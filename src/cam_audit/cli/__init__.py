@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--n-train", type=int, default=1536, help="training scenes per model")
 
+    # `audit` is parsed by jsonargparse (its config keys are typed); listed here for --help
+    sub.add_parser(
+        "audit",
+        add_help=False,
+        help="audit a checkpoint offline: --config configs/audit.yaml [--ckpt PATH] [--out DIR]; "
+        "exit 0 pass, 1 fail, 2 bad input",
+    )
+
     from cam_audit.cli.gate import add_gate_arguments
 
     add_gate_arguments(
@@ -36,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["audit"]:
+        from cam_audit.cli.audit_cmd import main as audit_main
+
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "gate":
         from cam_audit.cli.gate import run_gate

@@ -1,0 +1,162 @@
+"""``cam-audit audit``: a checkpoint written here is loaded and audited; outputs and exit codes checked."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from cam_audit import audit
+from cam_audit.audit import model_fingerprint
+from cam_audit.cli import main
+from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+from cam_audit.probe.spec import SyntheticProbe
+from cam_audit.report import AuditReport, ShortcutPolicy
+
+COCO = "cam_audit.probe.spec.CocoProbe"
+MISSING_COCO = {"annotation_json": "no.json", "image_dir": "."}
+SYNTHETIC = "cam_audit.probe.spec.SyntheticProbe"
+PROBE = {"n": 12, "watermark": "correlated", "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A SceneClassifier trained for a few steps and its Lightning checkpoint."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    pl.seed_everything(3, verbose=False)
+    model = SceneClassifier(width=8)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=folder,
+    )
+    trainer.fit(model, datamodule=SceneDataModule(watermark="correlated", n_train=96, n_val=8, batch_size=32))
+    path = folder / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return model.eval(), path
+
+
+def _config(folder: Path, weights: Path, **overrides) -> Path:
+    config = {
+        "model": "cam_audit.cli.scenes.SceneClassifier",
+        "checkpoint": str(weights),
+        "probe": {"class_path": SYNTHETIC, "init_args": PROBE},
+        "target_layer": "features",
+        "batch_size": 5,
+        "policy": {"min_focus_lift": 1.0, "max_spurious_lift": 2.0},
+        "progress": False,
+        "worst": 3,
+    }
+    config.update(overrides)
+    path = folder / "audit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_audit_loads_the_checkpoint_and_writes_report_overlays_and_page(tmp_path, trained, capsys):
+    model, checkpoint = trained
+    out = tmp_path / "out"
+    code = main(["audit", "--config", str(_config(tmp_path, checkpoint)), "--out", str(out)])
+
+    report = AuditReport.from_json(out / "report.json")
+    assert code == (0 if report.passed else 1)
+    # the weights are the trained model's, not a fresh initialisation
+    assert report.meta["model_fingerprint"] == model_fingerprint(model)
+    torch.manual_seed(3)
+    assert report.meta["model_fingerprint"] != model_fingerprint(SceneClassifier(width=8))
+    assert report.meta["checkpoint"] == str(checkpoint)
+    assert report.meta["epoch"] == 1 and report.meta["global_step"] == 3
+    # the same numbers as audit() in Python on the model and probe the config names
+    policy = ShortcutPolicy(min_focus_lift=1.0, max_spurious_lift=2.0)
+    probe = SyntheticProbe(**PROBE).load()
+    direct = audit(model, probe, target_layer="features", batch_size=5, policy=policy)
+    for key, value in direct.summary.items():
+        assert report.summary[key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+    assert report.verdict.flags == direct.verdict.flags
+
+    samples = pd.read_csv(out / "samples.csv")
+    assert len(samples) == PROBE["n"]
+    overlays = sorted((out / "overlays").glob("*.png"))
+    assert [p.name for p in overlays] == [f"{i:05d}.png" for i in range(PROBE["n"])]
+    page = (out / "index.html").read_text()
+    worst = samples.sort_values(["focus_lift", "index"]).iloc[0]
+    assert f"<b>{worst['sample_id']}</b> (#{worst['index']})" in page
+    assert page.count('src="data:image/png;base64,') >= 3
+
+    printed = capsys.readouterr().out
+    assert ("PASS" if report.passed else "FAIL") in printed.splitlines()[0]
+    assert str(out / "index.html") in printed
+
+
+def test_exit_code_follows_the_policy_like_gate(tmp_path, trained, capsys):
+    _, checkpoint = trained
+    config = str(_config(tmp_path, checkpoint))
+    strict = main(["audit", "--config", config, "--out", str(tmp_path / "a"), "--policy.min_focus_lift=1000"])
+    printed = capsys.readouterr().out
+    assert strict == 1
+    assert "min_focus_lift: focus_lift" in printed and "< 1000.00" in printed
+    assert main(["gate", str(tmp_path / "a" / "report.json")]) == 1
+
+    off = [f"--policy.{rule}=null" for rule in
+           ("min_focus_lift", "max_spurious_lift", "max_flip_rate", "max_paste_rate", "max_focus_drop")]
+    assert main(["audit", "--config", config, "--out", str(tmp_path / "b"), "--overlays", "false", *off]) == 0
+    assert not (tmp_path / "b" / "overlays").exists()
+    assert AuditReport.from_json(tmp_path / "b" / "report.json").passed
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"batch_sise": 4}, "batch_sise"),
+        ({"policy": {"max_flip_rat": 0.2}}, "max_flip_rat"),
+        ({"probe": {"class_path": SYNTHETIC, "init_args": {"seeed": 1}}}, "seeed"),
+        ({"probe": {"class_path": COCO, "init_args": MISSING_COCO}}, "no.json"),
+        ({"method": "gradcam+"}, "gradcam+"),
+        ({"model": "cam_audit.cli.scenes.SceneClassifer"}, "SceneClassifer"),
+        ({"target_layer": "layer5"}, "layer5"),
+        ({"checkpoint": "missing.ckpt"}, "missing.ckpt"),
+        ({"policy": {"max_flip_rate": 2.0}}, "max_flip_rate"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, trained, capsys, override, named):
+    _, checkpoint = trained
+    config = _config(tmp_path, checkpoint, **override)
+    assert main(["audit", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("cam-audit audit: error:") and named in err
+    assert "Traceback" not in err
+
+
+def test_ckpt_flag_overrides_the_config_and_a_plain_module_loads_a_state_dict(tmp_path):
+    from torchvision.models import SqueezeNet
+
+    torch.manual_seed(0)
+    model = SqueezeNet(num_classes=3).eval()
+    weights = tmp_path / "squeezenet.pt"
+    torch.save(model.state_dict(), weights)
+    config = _config(
+        tmp_path,
+        tmp_path / "not_this_one.ckpt",
+        model="torchvision.models.SqueezeNet",
+        model_args={"num_classes": 3},
+        target_layer="features.12",
+        counterfactual=False,
+    )
+    code = main(["audit", "--config", str(config), "--ckpt", str(weights), "--out", str(tmp_path / "out")])
+    report = AuditReport.from_json(tmp_path / "out" / "report.json")
+    assert code in (0, 1) and code == (0 if report.passed else 1)
+    assert report.meta["checkpoint"] == str(weights)
+    assert report.meta["model_fingerprint"] == model_fingerprint(model)
+    assert math.isnan(report.summary["cf_flip_rate"])  # counterfactual: false was honoured
