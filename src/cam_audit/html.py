@@ -48,7 +48,7 @@ ul.flags li { color: #b71c1c; margin: 2px 0; }
 .card { background: white; border: 1px solid #ccc; border-radius: 4px; padding: 8px; font-size: 12px; }
 .card img { display: block; image-rendering: pixelated; max-width: 420px; }
 .card .missing { width: 200px; height: 90px; background: #eee; color: #777; padding: 8px; }
-.meta td { text-align: left; } .legend { font-size: 13px; color: #444; }
+.wide { overflow-x: auto; } .meta td { text-align: left; } .legend { font-size: 13px; color: #444; }
 .object { color: #1a9f2a; font-weight: bold; } .spurious { color: #d010c0; font-weight: bold; }
 """
 
@@ -149,8 +149,8 @@ def _flags(report: AuditReport) -> str:
 def _summary_table(summary: Mapping[str, Any]) -> str:
     keys = [k for k in SUMMARY_KEYS if k in summary] + [k for k in summary if k not in SUMMARY_KEYS]
     head = "".join(f"<th>{escape(str(k))}</th>" for k in keys)
-    row = "".join(f"<td>{_number(summary[k])}</td>" for k in keys)
-    return f'<table class="summary"><tr>{head}</tr><tr>{row}</tr></table>'
+    row = "".join(f"<td>{_number(summary[k], count=k.startswith('n_'))}</td>" for k in keys)
+    return f'<div class="wide"><table class="summary"><tr>{head}</tr><tr>{row}</tr></table></div>'
 
 
 def _meta_table(meta: Mapping[str, Any]) -> str:
@@ -177,7 +177,7 @@ def _class_table(per_class: pd.DataFrame) -> str:
     head = '<th class="name">class</th>' + "".join(f"<th>{escape(k)}</th>" for k in keys)
     rows = "".join(
         f'<tr><td class="name">{escape(str(name))}</td>'
-        + "".join(f"<td>{_number(row[k])}</td>" for k in keys)
+        + "".join(f"<td>{_number(row[k], count=k.startswith('n_'))}</td>" for k in keys)
         + "</tr>"
         for name, row in per_class.iterrows()
     )
@@ -235,16 +235,15 @@ def _base64(image: bytes | str | os.PathLike) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _number(value: Any) -> str:
+def _number(value: Any, count: bool = False) -> str:
+    """Three decimals, ``n/a`` for NaN; counts (``count=True``) as whole numbers."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         return escape(str(value))
     if math.isnan(number):
         return "n/a"
-    if number.is_integer() and abs(number) >= 1:
-        return f"{number:.0f}"
-    return f"{number:.3f}"
+    return f"{number:.0f}" if count else f"{number:.3f}"
 
 
 def _text(value: Any, none: str = "") -> str:
@@ -252,6 +251,8 @@ def _text(value: Any, none: str = "") -> str:
         return none
     if isinstance(value, float):
         return _number(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return str(value)
 
 
