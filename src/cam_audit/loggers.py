@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from cam_audit.report import AuditReport
@@ -31,16 +32,25 @@ def log_audit_media(
             _tensorboard(experiment, report, grid, prefix, step, verdict)
         elif hasattr(logger, "log_image"):  # WandbLogger
             if grid is not None:
-                logger.log_image(key=f"{prefix}/overlays", images=[grid.permute(1, 2, 0).numpy()], step=step)
+                logger.log_image(key=f"{prefix}/overlays", images=[_hwc_uint8(grid)], step=step)
             logger.log_text(key=f"{prefix}/verdict", columns=["verdict"], data=[[verdict]], step=step)
         elif hasattr(experiment, "log_image") and hasattr(logger, "run_id"):  # MLFlowLogger
             if grid is not None:
                 experiment.log_image(
-                    logger.run_id, grid.permute(1, 2, 0).numpy(), f"{prefix}/overlays_{epoch:04d}.png"
+                    logger.run_id, _hwc_uint8(grid), f"{prefix}/overlays_{epoch:04d}.png"
                 )
             experiment.log_text(logger.run_id, verdict, f"{prefix}/verdict_{epoch:04d}.md")
         elif getattr(logger, "log_dir", None) and grid is not None:  # CSVLogger and the like
             save_png(grid, Path(logger.log_dir) / prefix / f"overlays_epoch{epoch:04d}.png")
+
+
+def _hwc_uint8(grid: Tensor) -> Any:
+    """A float [3, H, W] image in [0, 1] as a uint8 [H, W, 3] array, the pixels :func:`save_png` writes.
+
+    Weights & Biases stores float arrays without scaling them to 0-255 (a white grid came out black),
+    so loggers are given bytes, not floats.
+    """
+    return (grid.detach().clamp(0, 1) * 255).round().to(dtype=torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def _tensorboard(
