@@ -11,7 +11,7 @@ install: $(STAMP)
 # Re-install whenever the dependency list changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --editable '.[dev,loggers]'
 	touch $(STAMP)
 
 test: $(STAMP)
