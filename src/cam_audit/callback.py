@@ -245,20 +245,25 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         timings = {"attribution": 0.0, "counterfactual": 0.0}
         precision = getattr(trainer.strategy, "precision_plugin", None)
         context = precision.forward_context() if precision is not None else nullcontext()
-        with context:
-            samples = score_probe(
-                self._engine,
-                self.probe,
-                self._scores,
-                indices=indices,
-                batch_size=self.batch_size,
-                target=self.target,
-                counterfactual=self.counterfactual,
-                fill=self.fill,
-                device=pl_module.device,
-                on_batch=keep_for_grid,
-                timings=timings,
-            )
+        failure: Exception | None = None
+        try:
+            with context:
+                samples = score_probe(
+                    self._engine,
+                    self.probe,
+                    self._scores,
+                    indices=indices,
+                    batch_size=self.batch_size,
+                    target=self.target,
+                    counterfactual=self.counterfactual,
+                    fill=self.fill,
+                    device=pl_module.device,
+                    on_batch=keep_for_grid,
+                    timings=timings,
+                )
+        except Exception as error:  # re-raised on every rank below, before any other collective
+            failure = error
+        _raise_if_any_rank_failed(trainer, failure, "scoring its slice of the probe")
         samples = _gather_frames(samples, world)
         best_before = None if math.isnan(self.best_focus_lift) else self.best_focus_lift
         meta = {
@@ -284,16 +289,19 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             return
         self._update_history(trainer, report)
         self._log_scalars(pl_module, report)
+        # Trainer.log_dir is a broadcast: every rank asks for it, only rank 0 writes
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir) if self.write_reports else None
+        failure = None
         if trainer.is_global_zero:
-            grid = _grid(drawn) if drawn else None
-            log_audit_media(trainer, report, grid, self.prefix)
-            if self.write_reports:
-                write_reports(
-                    Path(trainer.log_dir or trainer.default_root_dir),
-                    report,
-                    self.prefix,
-                    is_best=self.best_epoch == trainer.current_epoch,
-                )
+            try:
+                grid = _grid(drawn) if drawn else None
+                log_audit_media(trainer, report, grid, self.prefix)
+                if log_dir is not None:
+                    is_best = self.best_epoch == trainer.current_epoch
+                    write_reports(log_dir, report, self.prefix, is_best=is_best)
+            except Exception as error:  # re-raised below, after the other ranks have heard of it
+                failure = error
+        _raise_if_any_rank_failed(trainer, failure, "logging images and writing reports")
         self.last_report = report
         self._act_on_verdict(trainer, report)
 
@@ -352,6 +360,27 @@ def _grid(drawn: list[tuple[Tensor, Tensor, Tensor, Tensor, list[str]]]) -> Tens
     images, maps, regions, spurious = (torch.cat([d[i] for d in drawn]) for i in range(4))
     captions = [c for d in drawn for c in d[4]]
     return overlay_grid(images, maps, regions, spurious, captions=captions)
+
+
+def _raise_if_any_rank_failed(trainer: pl.Trainer, failure: Exception | None, step: str) -> None:
+    """Raise on every rank when ``step`` failed on any rank.
+
+    An error on one rank alone would leave the others waiting forever in the next collective (the
+    metric sync, the gather of per-sample rows, ``ModelCheckpoint``); so every rank joins one
+    all-reduce of "did it fail here" and all of them raise: the failing rank its own error, the others a
+    :class:`~cam_audit.errors.CamAuditError` pointing at it.
+    """
+    if trainer.world_size > 1:
+        failed_anywhere = trainer.strategy.reduce_boolean_decision(failure is not None, all=False)
+    else:
+        failed_anywhere = failure is not None
+    if failure is not None:
+        raise failure
+    if failed_anywhere:
+        raise CamAuditError(
+            f"CamAudit stopped on rank {trainer.global_rank}: another rank failed while {step}; its "
+            "traceback (in that rank's output) says why"
+        )
 
 
 def _gather_frames(frame: pd.DataFrame, world_size: int) -> pd.DataFrame:

@@ -1,0 +1,109 @@
+"""Fit the scene CNN with CamAudit under ``strategy="ddp"`` on two CPU processes (gloo).
+
+Lightning's "ddp" starts the other rank by running this file again, so it must be a script. Usage::
+
+    python tests/ddp_script.py OUT_DIR [--fail-on-rank R]
+
+Each rank writes ``OUT_DIR/rank<R>.json`` with the values it logged and the callback's history; rank 0
+also saves the final weights to ``OUT_DIR/weights.pt`` for a single-process audit to compare against.
+With ``--fail-on-rank R`` the model raises during the audit's forward on rank R only (a rank-local
+failure), and each rank records the error it ended with instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cam_audit import CamAudit  # noqa: E402
+from safety_helpers import NoisyClassifier, tiny_data, tiny_probe  # noqa: E402
+
+PROBE_SIZE = 13  # odd, so the two ranks audit slices of different lengths (7 and 6)
+
+
+class FailsOnOneRank(NoisyClassifier):
+    """Raises inside the audit's forward on one rank only, once training has started.
+
+    The audit is recognised by the engine's forward hook on ``features`` (validation steps have none
+    and, with gloo, run under ``no_grad`` rather than inference mode, so the grad mode cannot tell).
+    """
+
+    def __init__(self, fail_rank: int) -> None:
+        super().__init__()
+        self.fail_rank = fail_rank
+        self.armed = False
+
+    def on_train_epoch_start(self) -> None:
+        self.armed = True  # after the callback's set-up check, which must pass
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        auditing = self.armed and bool(self.features._forward_hooks)
+        if auditing and self.global_rank == self.fail_rank:
+            raise RuntimeError(f"simulated failure on rank {self.fail_rank}")
+        return super().forward(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--fail-on-rank", type=int, default=None)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    pl.seed_everything(0, workers=True)
+    model = NoisyClassifier() if args.fail_on_rank is None else FailsOnOneRank(args.fail_on_rank)
+    audit = CamAudit(tiny_probe(PROBE_SIZE), target_layer="features", batch_size=4, max_images=4)
+    checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", monitor="cam_audit/focus_lift", mode="max")
+    trainer = pl.Trainer(
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=TensorBoardLogger(args.out, name="tb", version=""),
+        callbacks=[audit, checkpoint],
+    )
+    error = None
+    try:
+        trainer.fit(model, datamodule=tiny_data(batch_size=8))
+    except Exception as exc:  # recorded for the test, which decides what was expected
+        error = f"{type(exc).__name__}: {exc}"
+    rank = trainer.global_rank
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("cam_audit/")}
+    result = {
+        "rank": rank,
+        "world_size": trainer.world_size,
+        "error": error,
+        "logged": logged,
+        "n_audits": audit.n_audits,
+        "best_focus_lift": audit.best_focus_lift,
+        "report_samples": None if audit.last_report is None else len(audit.last_report.samples),
+        "best_model_path": checkpoint.best_model_path,
+        "best_model_score": _number(checkpoint.best_model_score),
+    }
+    if rank == 0 and error is None:
+        torch.save(model.state_dict(), args.out / "weights.pt")
+    (args.out / f"rank{rank}.json").write_text(json.dumps(result, indent=2))
+    if error is not None:
+        sys.exit(3)
+
+
+def _number(value: torch.Tensor | None) -> float | None:
+    return None if value is None else float(value)
+
+
+if __name__ == "__main__":
+    main()

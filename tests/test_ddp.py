@@ -1,0 +1,112 @@
+"""CamAudit under ``strategy="ddp"`` on two CPU processes: sliced probe, synced values, no lone collective.
+
+The fits run ``tests/ddp_script.py`` in a subprocess (Lightning's "ddp" starts the second rank by running
+the script again); each rank writes what it logged to a JSON file that the tests compare.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cam_audit import audit
+from cam_audit.callback import CamAudit
+from cam_audit.errors import CamAuditError
+from safety_helpers import NoisyClassifier, tiny_probe
+
+SCRIPT = Path(__file__).with_name("ddp_script.py")
+TIMEOUT_S = 400  # a deadlock fails the test instead of hanging the suite
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning"),
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
+]
+
+
+def _run_ddp(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=SCRIPT.parent.parent,
+    )
+    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
+    return proc, ranks
+
+
+def _same(a: float, b: float, rel: float = 0.0) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == pytest.approx(b, rel=rel, abs=rel * 1e-2)
+
+
+@pytest.fixture(scope="module")
+def ddp_fit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    proc, ranks = _run_ddp(out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, ranks
+
+
+def test_every_rank_logs_the_same_values(ddp_fit):
+    _, ranks = ddp_fit
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(r["world_size"] == 2 and r["error"] is None for r in ranks)
+    zero, one = (r["logged"] for r in ranks)
+    assert "cam_audit/focus_lift" in zero and zero.keys() == one.keys()
+    for key in zero:
+        assert _same(zero[key], one[key]), (key, zero[key], one[key])  # bit-equal, not just close
+    assert [r["n_audits"] for r in ranks] == [2, 2]
+    assert ranks[0]["best_focus_lift"] == ranks[1]["best_focus_lift"]
+
+
+def test_synced_values_equal_a_single_process_audit_of_the_same_weights(ddp_fit):
+    out, ranks = ddp_fit
+    probe = tiny_probe(13)
+    model = NoisyClassifier()
+    model.load_state_dict(torch.load(out / "weights.pt"))
+    report = audit(model, probe, target_layer="features", batch_size=5)  # batches unlike the ranks'
+    logged = ranks[0]["logged"]
+    assert logged["cam_audit/n_samples"] == len(probe) == 13  # both slices (7 + 6 samples) were counted
+    assert ranks[0]["report_samples"] == ranks[1]["report_samples"] == 13  # rows gathered on every rank
+    for key, value in report.summary.items():
+        # logged values pass through float32; the slices' batches differ from the single process's
+        assert _same(logged[f"cam_audit/{key}"], value, rel=1e-5), (key, logged[f"cam_audit/{key}"], value)
+    for name, row in report.per_class.iterrows():
+        assert _same(logged[f"cam_audit/per_class/{name}/focus_lift"], row["focus_lift"], rel=1e-5), name
+
+
+def test_model_checkpoint_saves_on_the_audited_focus_lift(ddp_fit):
+    _, ranks = ddp_fit
+    paths = {r["best_model_path"] for r in ranks}
+    assert len(paths) == 1 and Path(paths.pop()).is_file()
+    assert ranks[0]["best_model_score"] == pytest.approx(ranks[0]["best_focus_lift"])
+
+
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_a_failure_on_one_rank_stops_every_rank_instead_of_hanging(tmp_path, fail_rank):
+    proc, ranks = _run_ddp(tmp_path, "--fail-on-rank", str(fail_rank))  # TimeoutExpired = deadlock
+    assert proc.returncode != 0
+    errors = {r["rank"]: r["error"] for r in ranks}
+    assert f"simulated failure on rank {fail_rank}" in (errors.get(fail_rank) or proc.stderr)
+    other = errors[1 - fail_rank]  # the healthy rank got out of the audit and wrote its result
+    assert other is not None and "another rank failed while scoring" in other, other
+
+
+def test_setup_refuses_sharded_strategies(scene_probe):
+    class FSDPStrategy:  # stands in for Lightning's sharded strategies, recognised by name
+        pass
+
+    class Trainer:
+        strategy = FSDPStrategy()
+
+    with pytest.raises(CamAuditError, match="does not support FSDPStrategy"):
+        CamAudit(scene_probe, target_layer="features").setup(Trainer(), NoisyClassifier(), "fit")

@@ -1,0 +1,90 @@
+"""A run with the callback ends with exactly the weights and optimizer state of a run without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from cam_audit import CamAudit
+from safety_helpers import NoisyClassifier, fit, tiny_data, tiny_probe, trainer_kwargs
+
+pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning")
+
+
+def _seeded_fit(tmp_path: Path, with_audit: bool) -> tuple[dict, dict, CamAudit | None]:
+    pl.seed_everything(1234, workers=True)
+    model = NoisyClassifier()
+    audit = None
+    if with_audit:
+        audit = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
+    trainer = fit(
+        tmp_path,
+        model,
+        [audit] if audit is not None else [],
+        max_epochs=3,
+        deterministic=True,
+        num_sanity_val_steps=1,
+    )
+    optimizer = trainer.optimizers[0].state_dict()
+    return {k: v.clone() for k, v in model.state_dict().items()}, optimizer, audit
+
+
+def _assert_same_optimizer_state(left: dict, right: dict) -> None:
+    assert left["param_groups"] == right["param_groups"]
+    assert left["state"].keys() == right["state"].keys()
+    for index, state in left["state"].items():
+        assert state.keys() == right["state"][index].keys()
+        for name, value in state.items():
+            other = right["state"][index][name]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other), (index, name)
+            else:
+                assert value == other, (index, name)
+
+
+def test_fit_with_audit_ends_bit_identical_to_fit_without(tmp_path):
+    weights_plain, optimizer_plain, _ = _seeded_fit(tmp_path / "plain", with_audit=False)
+    weights_audited, optimizer_audited, audit = _seeded_fit(tmp_path / "audited", with_audit=True)
+
+    assert audit is not None and audit.n_audits == 3  # the audits really ran, after every epoch
+    assert weights_plain.keys() == weights_audited.keys()
+    for name, tensor in weights_plain.items():
+        assert torch.equal(tensor, weights_audited[name]), name  # BatchNorm buffers included
+    _assert_same_optimizer_state(optimizer_plain, optimizer_audited)
+
+
+def test_the_comparison_detects_a_callback_that_touches_the_random_stream(tmp_path):
+    """The noisy model makes the check sensitive: one extra draw from the global generator shows up."""
+
+    class DrawsRandomNumbers(pl.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            torch.rand(1)
+
+    pl.seed_everything(1234, workers=True)
+    plain = NoisyClassifier()
+    fit(tmp_path / "plain", plain, [], max_epochs=2, deterministic=True)
+    pl.seed_everything(1234, workers=True)
+    disturbed = NoisyClassifier()
+    fit(tmp_path / "disturbed", disturbed, [DrawsRandomNumbers()], max_epochs=2, deterministic=True)
+    differs = [k for k, v in plain.state_dict().items() if not torch.equal(v, disturbed.state_dict()[k])]
+    assert differs, "an extra random draw between epochs must change the trained weights"
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_validate_and_test_leave_weights_and_mode_untouched(tmp_path, stage):
+    pl.seed_everything(0)
+    model = NoisyClassifier()
+    model.train()
+    model.stem.eval()  # a submodule with its own mode must get it back
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {name: m.training for name, m in model.named_modules()}
+    audit = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
+    trainer = pl.Trainer(callbacks=[audit], **trainer_kwargs(tmp_path))
+    getattr(trainer, stage)(model, datamodule=tiny_data())
+    assert audit.n_audits == 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert {name: m.training for name, m in model.named_modules()} == flags
