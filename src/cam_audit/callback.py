@@ -200,6 +200,10 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             return
         self._audit(trainer, pl_module)
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # an audit of the same epoch number by an earlier trainer.validate()/test() does not count
+        self._audited_epoch = -1
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # without a validation loop this epoch, audit here
         if self._audited_epoch != trainer.current_epoch and self._due(trainer):
