@@ -1,0 +1,130 @@
+"""Wall-time overhead of CamAudit on the demo's training run, on this machine's CPU.
+
+Trains the demo model (``SceneClassifier`` on ``SceneDataModule`` scenes with the correlated watermark)
+with and without a ``CamAudit`` on a 256-image probe that audits every epoch (Grad-CAM++, counterfactuals,
+overlay grid, TensorBoard and report files: the defaults). Runs alternate plain / audited so drifting
+load on a shared machine hits both alike; the median of each is compared:
+
+    python scripts/bench_overhead.py                      # 3 epochs, 3 repeats of each
+    python scripts/bench_overhead.py --epochs 5 --repeats 5 --threads 2
+    python scripts/bench_overhead.py --no-counterfactual --every-n-epochs 2   # cheaper settings
+
+Prints one line per run, then the medians and ``overhead = audited / plain - 1``. Seeds are fixed, so
+both arms train on the same batches; only the audit differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from cam_audit import CamAudit
+from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+from cam_audit.probe import make_scenes
+
+
+class TimedCamAudit(CamAudit):
+    """CamAudit that adds up the wall time of its audits (scoring, logging, images and report files)."""
+
+    seconds = 0.0
+
+    def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        started = time.perf_counter()
+        try:
+            super()._audit(trainer, pl_module)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def fit_seconds(
+    root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None
+) -> tuple[float, float]:
+    """Seconds for one seeded fit, and the seconds spent inside the audits (0 without the callback)."""
+    pl.seed_everything(0, workers=True, verbose=False)
+    callbacks = []
+    if audited:
+        probe = make_scenes(args.probe_size, watermark="correlated", seed=2024).to_probe()
+        callbacks.append(
+            TimedCamAudit(
+                probe,
+                target_layer="features",
+                every_n_epochs=args.every_n_epochs,
+                counterfactual=not args.no_counterfactual,
+                log_images=not args.no_images,
+                max_images=12,
+            )
+        )
+    trainer = pl.Trainer(
+        max_epochs=epochs or args.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(root, name="tb", version=""),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    data = SceneDataModule(watermark="correlated", n_train=args.n_train)
+    started = time.perf_counter()
+    trainer.fit(SceneClassifier(num_classes=3), datamodule=data)
+    total = time.perf_counter() - started
+    return total, (callbacks[0].seconds if callbacks else 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-train", type=int, default=1536, help="training scenes (the demo's default)")
+    parser.add_argument("--probe-size", type=int, default=256)
+    parser.add_argument("--every-n-epochs", type=int, default=1)
+    parser.add_argument("--no-counterfactual", action="store_true", help="skip the fill and paste tests")
+    parser.add_argument("--no-images", action="store_true", help="do not draw the overlay grid")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(
+        f"# demo model, {args.n_train} training scenes 64x64, {args.epochs} epochs, probe {args.probe_size} "
+        f"images audited every {args.every_n_epochs} epoch(s), counterfactual "
+        f"{'off' if args.no_counterfactual else 'on'}, overlays {'off' if args.no_images else 'on'}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    plain: list[float] = []
+    audited: list[float] = []
+    inside: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        warmup = argparse.Namespace(**{**vars(args), "n_train": 128, "probe_size": 16})
+        fit_seconds(Path(tmp) / "warmup", warmup, audited=True, epochs=1)  # imports and thread pools warm
+        for repeat in range(args.repeats):
+            seconds, _ = fit_seconds(Path(tmp) / f"plain{repeat}", args, audited=False)
+            plain.append(seconds)
+            print(f"run {repeat + 1}: without CamAudit {seconds:7.2f} s")
+            seconds, in_audits = fit_seconds(Path(tmp) / f"audit{repeat}", args, audited=True)
+            audited.append(seconds)
+            inside.append(in_audits)
+            print(
+                f"run {repeat + 1}: with CamAudit    {seconds:7.2f} s  ({in_audits:.2f} s inside the audits)"
+            )
+    base, with_audit = statistics.median(plain), statistics.median(audited)
+    print(f"median without CamAudit: {base:.2f} s")
+    print(
+        f"median with CamAudit:    {with_audit:.2f} s  "
+        f"(median {statistics.median(inside):.2f} s inside the audits)"
+    )
+    print(f"overhead: {with_audit / base - 1:+.1%} of the training wall time ({with_audit / base:.3f}x)")
+
+
+if __name__ == "__main__":
+    main()
