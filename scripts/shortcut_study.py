@@ -288,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few small models: a smoke run")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per condition (default 3; quick 1)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from here (a held-out check of chosen defaults)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 8; quick 2)")
     parser.add_argument("--n-train", type=int, default=None, help="training scenes (default 1200; quick 300)")
     parser.add_argument("--n-probe", type=int, default=96, help="probe scenes per model")
@@ -331,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = ("epochs", "n_train", "image_size", "width", "n_probe")
         settings = {k: getattr(args, k) for k in keys}
         # seeds outermost, so that an interrupted run has covered every condition
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for order, condition in enumerate(conditions(args.quick)):
                 for pool in pools:
                     report = measure(condition, pool, seed, args)

@@ -147,7 +147,7 @@ def test_unreadable_reports_raise_report_error(tmp_path, content):
 
 def test_gate_exit_codes(tmp_path, capsys):
     passing = _report().to_json(tmp_path / "pass.json")
-    failing = _report(summary=_summary(spurious_lift=5.0, spurious_mass=0.2, cf_flip_rate=0.6)).to_json(
+    failing = _report(summary=_summary(spurious_lift=7.0, spurious_mass=0.2, cf_flip_rate=0.6)).to_json(
         tmp_path / "fail.json"
     )
 
