@@ -105,3 +105,8 @@ def test_paste_region_takes_source_pixels_inside_the_region():
     region = torch.zeros(1, 4, 4, dtype=torch.bool)
     region[0, 0, 0] = True
     assert paste_region(dst, src, region).sum() == 3
+
+
+def test_a_batch_of_one_has_no_paste_partner():
+    one = torch.tensor([1])
+    assert paste_partners(one, torch.tensor([True]), one).tolist() == [-1]

@@ -103,6 +103,8 @@ def paste_partners(labels: Tensor, has_cue: Tensor, predictions: Tensor) -> Tens
     tensor([ 2, -1,  0])
     """
     n = labels.shape[0]
+    if n < 2:  # a batch of one has no image of another class to paste into
+        return torch.full_like(labels, -1)
     offsets = torch.arange(1, n, device=labels.device)
     candidates = (torch.arange(n, device=labels.device)[:, None] + offsets[None, :]) % n  # [N, N-1]
     ok = (labels[candidates] != labels[:, None]) & (predictions[candidates] != labels[:, None])
