@@ -90,6 +90,21 @@ def test_validate_and_test_leave_weights_and_mode_untouched(tmp_path, stage):
     assert {name: m.training for name, m in model.named_modules()} == flags
 
 
+def test_probe_is_hashed_once_not_at_every_hook_call(tmp_path, monkeypatch):
+    """Lightning reads ``state_key`` around every hook of every batch; hashing the probe there made
+    training itself twice as slow on the demo (256-image probe)."""
+    from cam_audit.probe import ProbeSet
+
+    callback = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
+    hashed = []
+    real = ProbeSet.fingerprint
+    monkeypatch.setattr(ProbeSet, "fingerprint", lambda self: hashed.append(1) or real(self))
+    fit(tmp_path, NoisyClassifier(), [callback], max_epochs=2)
+    assert callback.n_audits == 2
+    assert hashed == []
+    assert callback.last_report.meta["probe_fingerprint"] == real(callback.probe)
+
+
 def test_an_audit_whose_last_batch_holds_one_sample_scores_it():
     from cam_audit.audit import audit
 

@@ -142,6 +142,8 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self.reshape_transform = reshape_transform
         self.prefix = prefix
         self.class_names = class_names(probe)
+        # hashed once: Lightning reads state_key around every hook call, for every batch
+        self.probe_fingerprint = probe.fingerprint()
         # history, kept across resume through state_dict
         self.best_focus_lift = math.nan
         self.best_epoch = -1
@@ -156,7 +158,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
     @property
     def state_key(self) -> str:
         return self._generate_state_key(
-            probe=self.probe.fingerprint(),
+            probe=self.probe_fingerprint,
             target_layer=self.target_layer,
             method=self.method,
             prefix=self.prefix,
@@ -277,7 +279,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             "target_layer": self._engine.layer_name,
             "method": self.method,
             "target": self.target,
-            "probe_fingerprint": self.probe.fingerprint(),
+            "probe_fingerprint": self.probe_fingerprint,
             "model_fingerprint": model_fingerprint(pl_module),
             "model_class": type(pl_module).__name__,
             "world_size": world,
