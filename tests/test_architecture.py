@@ -66,3 +66,18 @@ def test_imports_point_down_the_layers(lower, upper):
     for path in _modules(lower):
         bad = [n for n in _imports(path) if any(n == u or n.startswith(u + ".") for u in upper)]
         assert bad == [], f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_the_audit_function_survives_the_import_of_its_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import cam_audit.audit, cam_audit.callback\n"
+        "from cam_audit import audit, CamAudit\n"
+        "import inspect\n"
+        "assert inspect.isfunction(audit) and audit.__module__ == 'cam_audit.audit', audit\n"
+        "assert inspect.isclass(CamAudit)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -10,6 +10,8 @@ runs without loading torch or Lightning.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -58,3 +60,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``cam_audit.audit`` the function once the submodule of the same name is imported.
+
+    Importing ``cam_audit.audit`` (the module) binds it as the package attribute ``audit``, which would
+    hide the function ``audit`` that ``from cam_audit import audit`` promises.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType) and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
