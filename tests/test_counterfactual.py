@@ -110,3 +110,20 @@ def test_paste_region_takes_source_pixels_inside_the_region():
 def test_a_batch_of_one_has_no_paste_partner():
     one = torch.tensor([1])
     assert paste_partners(one, torch.tensor([True]), one).tolist() == [-1]
+
+
+def test_coarse_blur_is_close_to_the_full_gaussian_blur():
+    from torchvision.transforms.v2 import functional as TF
+
+    from cam_audit.counterfactual import coarse_blur
+
+    torch.manual_seed(0)
+    images = torch.nn.functional.interpolate(torch.rand(8, 3, 8, 8), size=(64, 64), mode="bilinear")
+    images[:, :, 2:8, 50:62] = (torch.arange(12) % 2).float()  # a striped tag, the thing to wipe out
+    exact = TF.gaussian_blur(images, kernel_size=[33, 33], sigma=[8.0, 8.0])
+    fast = coarse_blur(images, sigma=8.0)
+    assert fast.shape == images.shape
+    assert (exact - fast).abs().mean() < 0.02
+    assert (exact - fast)[..., 8:-8, 8:-8].abs().max() < 0.06
+    stripes = fast[:, :, 2:8, 51:62] - fast[:, :, 2:8, 50:61]  # 1.0 between neighbours in the tag
+    assert stripes.abs().max() < 0.05  # the stripes are gone

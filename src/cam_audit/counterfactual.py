@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as nnf
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
@@ -34,7 +35,8 @@ def fill_region(images: Tensor, regions: Tensor, fill: Fill = "blur") -> Tensor:
         images: float tensor [N, C, H, W].
         regions: bool tensor [N, H, W]; pixels to replace.
         fill: ``"blur"`` (a Gaussian blur of the image with sigma = max(H, W) / 8, so the region takes
-            the colours around it), ``"mean"`` (each image's mean colour outside the region), or a callable
+            the colours around it; computed on a downsampled copy, see :func:`coarse_blur`), ``"mean"``
+            (each image's mean colour outside the region), or a callable
             ``fill(images, regions) -> images`` that returns the filled batch.
 
     Returns:
@@ -59,9 +61,7 @@ def fill_region(images: Tensor, regions: Tensor, fill: Fill = "blur") -> Tensor:
                 f"{getattr(filled, 'shape', type(filled).__name__)}"
             )
     elif fill == "blur":
-        sigma = max(images.shape[-2:]) / 8
-        kernel = 2 * int(2 * sigma) + 1
-        filled = TF.gaussian_blur(images, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+        filled = coarse_blur(images, sigma=max(images.shape[-2:]) / 8)
     elif fill == "mean":
         keep = (~mask).to(images.dtype)
         mean = (images * keep).sum(dim=(2, 3), keepdim=True) / keep.sum(dim=(2, 3), keepdim=True).clamp_min(1)
@@ -69,6 +69,30 @@ def fill_region(images: Tensor, regions: Tensor, fill: Fill = "blur") -> Tensor:
     else:
         raise CamAuditError(f"fill must be 'blur', 'mean' or a callable(images, regions), got {fill!r}")
     return torch.where(mask, filled.to(images.dtype), images)
+
+
+def coarse_blur(images: Tensor, sigma: float) -> Tensor:
+    """A Gaussian blur of large ``sigma`` at a fraction of the cost.
+
+    The image is area-downsampled by ``factor = sigma // 2`` (so the Gaussian keeps a sigma of at least
+    2 pixels), blurred with sigma / factor, and upsampled bilinearly. For sigma = 8 on 64x64 images this
+    is a 9-tap blur of a 16x16 image instead of a 33-tap blur of the full one.
+
+    Args:
+        images: float tensor [N, C, H, W].
+        sigma: the blur's standard deviation in pixels of ``images``.
+
+    Returns:
+        float tensor [N, C, H, W].
+    """
+    factor = max(1, int(sigma // 2))
+    small = nnf.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images
+    small_sigma = sigma / factor
+    kernel = 2 * int(2 * small_sigma) + 1
+    blurred = TF.gaussian_blur(small, kernel_size=[kernel, kernel], sigma=[small_sigma, small_sigma])
+    if factor == 1:
+        return blurred
+    return nnf.interpolate(blurred, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def paste_region(destination: Tensor, source: Tensor, regions: Tensor) -> Tensor:
