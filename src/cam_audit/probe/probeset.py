@@ -321,11 +321,11 @@ class ProbeSet(Dataset):
                 digest.update(key.encode())
                 if value is not None:
                     digest.update(repr(tuple(value.shape)).encode())
-                    digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+                    digest.update(value.detach().cpu().contiguous().numpy())
             if isinstance(sample.image, Path):
                 digest.update(sample.image.read_bytes())
             else:
-                digest.update(sample.image.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+                digest.update(sample.image.detach().cpu().to(torch.float32).contiguous().numpy())
         return digest.hexdigest()[:16]
 
     def _positions(self, indices: Sequence[int] | Tensor | range) -> list[int]:
