@@ -6,11 +6,17 @@ probe and model, the peak during ``audit()``, and the difference: what the audit
 
     python scripts/bench_memory.py                       # probes of 64, 256 and 1024 scenes, batch 64
     python scripts/bench_memory.py --sizes 64 1024 --batch-size 32 --image-size 96
+    python scripts/bench_memory.py --trim     # glibc returns freed memory at once (MALLOC_TRIM_THRESHOLD_=0)
+
+With ``--trim`` the children run with ``MALLOC_TRIM_THRESHOLD_=0 MALLOC_MMAP_THRESHOLD_=65536``, so the
+allocator gives freed batches back instead of keeping them in its heap: what remains is what the audit
+holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -43,16 +49,21 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--trim", action="store_true", help="make glibc return freed memory at once")
     args = parser.parse_args()
+    env = dict(os.environ)
+    if args.trim:
+        env.update(MALLOC_TRIM_THRESHOLD_="0", MALLOC_MMAP_THRESHOLD_="65536")
     print(
         f"resnet18, Grad-CAM++ with counterfactuals, batch {args.batch_size}, "
-        f"{args.image_size}x{args.image_size}"
+        f"{args.image_size}x{args.image_size}{', glibc trimming' if args.trim else ''}"
     )
     print("| probe images | RSS before audit (MiB) | peak during audit (MiB) | audit's own peak (MiB) |")
     print("|---:|---:|---:|---:|")
     for size in args.sizes:
         run = subprocess.run(
             [sys.executable, "-c", CHILD, str(size), str(args.batch_size), str(args.image_size)],
+            env=env,
             capture_output=True,
             text=True,
             check=True,
