@@ -123,19 +123,23 @@ def score_batch(
     labels = batch.labels.to(maps.device)
     nan = torch.full_like(prediction, float("nan"), dtype=torch.float32)
 
+    # lift = mass / area (F.mass_lift's definition), derived here so each mass is computed once
+    area, focus = F.area_fraction(regions), F.relevance_mass(maps, regions)
+    spurious_area = torch.where(has_spurious, F.area_fraction(spurious), nan)
+    spurious_mass = torch.where(has_spurious, F.relevance_mass(maps, spurious), nan)
     rows = {
         "target": result.targets,
         "prediction": prediction,
         "confidence": probs.gather(1, result.targets[:, None].to(probs.device)).squeeze(1),
         "correct": (prediction == labels).float(),
-        "area": F.area_fraction(regions),
-        "focus": F.relevance_mass(maps, regions),
-        "focus_lift": F.mass_lift(maps, regions),
+        "area": area,
+        "focus": focus,
+        "focus_lift": focus / area,
         "pointing_game": F.pointing_game(maps, regions, tolerance=pointing_tolerance),
         "relevance_rank": F.relevance_rank(maps, regions),
-        "spurious_area": torch.where(has_spurious, F.area_fraction(spurious), nan),
-        "spurious_mass": torch.where(has_spurious, F.relevance_mass(maps, spurious), nan),
-        "spurious_lift": torch.where(has_spurious, F.mass_lift(maps, spurious), nan),
+        "spurious_area": spurious_area,
+        "spurious_mass": spurious_mass,
+        "spurious_lift": spurious_mass / spurious_area,
         "has_spurious": has_spurious.float(),
     }
     if counterfactual:
