@@ -108,3 +108,18 @@ def test_area_fraction_counts_pixels():
 def test_area_fraction_rejects_missing_batch_dimension():
     with pytest.raises(CamAuditError, match=r"\[N, H, W\]"):
         area_fraction(torch.ones(4, 4, dtype=torch.bool))
+
+
+def test_boxes_to_mask_matches_reference_on_edges_outside_inverted_and_non_finite_corners():
+    # corners on pixel centres and edges, off the canvas, inverted (empty), infinite and NaN
+    values = [-3.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.4999999, 1.5, 1.5000001, 3.5, 4.0, 6.5, 7.0, 9.0]
+    special = [float("inf"), float("-inf"), float("nan")]
+    generator = torch.Generator().manual_seed(1)
+    pool = torch.tensor(values + special, dtype=torch.float64)
+    for _ in range(300):
+        k = int(torch.randint(1, 3, (1,), generator=generator))
+        boxes = pool[torch.randint(0, len(pool), (k, 4), generator=generator)]
+        expected = reference_boxes_to_mask(boxes.tolist(), 5, 7)
+        assert torch.equal(boxes_to_mask(boxes, (5, 7)), expected), boxes.tolist()
+    float32 = torch.tensor([[0.1, 0.7, 3.3, 2.5000002]], dtype=torch.float32)
+    assert torch.equal(boxes_to_mask(float32, (5, 7)), reference_boxes_to_mask(float32.tolist(), 5, 7))

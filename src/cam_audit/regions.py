@@ -12,6 +12,7 @@ Pixel convention: pixel ``(row i, col j)`` covers ``[j, j + 1) x [i, i + 1)`` an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -70,12 +71,29 @@ def boxes_to_mask(boxes: Tensor, canvas_size: tuple[int, int]) -> Tensor:
             f"boxes must have shape [K, 4] (x_min, y_min, x_max, y_max), got {tuple(boxes.shape)}; "
             "pass one row per box, e.g. boxes.reshape(-1, 4)."
         )
-    boxes = boxes.to(torch.float64)
-    cols = torch.arange(width, dtype=torch.float64, device=boxes.device) + 0.5
-    rows = torch.arange(height, dtype=torch.float64, device=boxes.device) + 0.5
-    in_x = (cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])  # [K, W]
-    in_y = (rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])  # [K, H]
-    return (in_y[:, :, None] & in_x[:, None, :]).any(dim=0)
+    region = torch.zeros(height, width, dtype=torch.bool, device=boxes.device)
+    # a box is a rectangle of whole pixels, so it is filled as one slice: the audit rasterises every probe
+    # sample at every audit, and this is ~10x faster than comparing each pixel centre with each box
+    for x_min, y_min, x_max, y_max in boxes.to(torch.float64).tolist():
+        col_start, col_stop = _centre_span(x_min, x_max, width)
+        row_start, row_stop = _centre_span(y_min, y_max, height)
+        if col_start < col_stop and row_start < row_stop:
+            region[row_start:row_stop, col_start:col_stop] = True
+    return region
+
+
+def _centre_span(low: float, high: float, size: int) -> tuple[int, int]:
+    """``(start, stop)``: the pixels ``j`` in ``[0, size)`` whose centre ``j + 0.5`` lies in ``[low, high)``.
+
+    ``j + 0.5 >= low`` holds exactly when ``j >= ceil(low - 0.5)``, and ``j + 0.5 < high`` when
+    ``j < ceil(high - 0.5)``; clamping to ``[0, size]`` first keeps infinite corners finite. A NaN corner
+    compares false with every centre, so it covers nothing.
+    """
+    if math.isnan(low) or math.isnan(high):
+        return 0, 0
+    start = math.ceil(min(max(low - 0.5, 0.0), float(size)))
+    stop = math.ceil(min(max(high - 0.5, 0.0), float(size)))
+    return start, stop
 
 
 def masks_to_region(masks: Tensor, canvas_size: tuple[int, int]) -> Tensor:
