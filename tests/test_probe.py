@@ -206,6 +206,39 @@ def test_transform_moves_boxes_and_masks_with_the_image(images):
     assert torch.equal(target["masks"][0], masks[0].flip(-1))
 
 
+def _flip_every_other_call() -> v2.Transform:
+    class FlipEveryOther(v2.Transform):
+        calls = 0
+
+        def forward(self, *inputs):
+            FlipEveryOther.calls += 1
+            return v2.RandomHorizontalFlip(p=float(FlipEveryOther.calls % 2 == 0))(*inputs)
+
+    return FlipEveryOther()
+
+
+def test_batches_are_the_same_on_every_pass_with_regions_kept_or_not(images, monkeypatch):
+    from cam_audit.probe import probeset
+
+    spurious = [torch.tensor([[0.0, 0.0, 3.0, 2.0]])] * 3 + [torch.zeros(0, 4)] * 3
+    for budget in (probeset.REGION_CACHE_BYTES, 3 * 2 * 10 * 12, 0):  # all kept, three kept, none
+        monkeypatch.setattr(probeset, "REGION_CACHE_BYTES", budget)
+        probe = ProbeSet.from_tensors(images, [0] * 6, boxes=one_box_each(6), spurious_boxes=spurious)
+        first, second = list(probe.batches(4)), list(probe.batches(4))
+        for a, b in zip(first, second, strict=True):
+            assert torch.equal(a.regions, b.regions) and torch.equal(a.spurious, b.spurious)
+            assert torch.equal(a.has_spurious, b.has_spurious)
+        assert first[0].regions[0].sum() == 16 and first[0].has_spurious.tolist() == [True] * 3 + [False]
+
+
+def test_regions_follow_a_random_transform_on_every_pass(images):
+    probe = ProbeSet.from_tensors(images, [0] * 6, boxes=one_box_each(6), transform=_flip_every_other_call())
+    first, second = next(probe.batches(1)), next(probe.batches(1))
+    assert torch.equal(second.regions, first.regions.flip(-1)) and not torch.equal(
+        first.regions, second.regions
+    )
+
+
 # --- subsets and fingerprints --------------------------------------------------------------------------
 
 
