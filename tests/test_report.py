@@ -137,6 +137,31 @@ def test_report_json_round_trip_is_exact(tmp_path):
     assert back.meta["tags"] == ["a", "b"]
 
 
+def test_report_json_round_trip_keeps_infinities_ints_bools_and_text(tmp_path):
+    report = _report()
+    report.samples["cf_paste"] = [math.inf, -math.inf]
+    report.samples["flagged"] = [True, False]
+    report.samples["note"] = ["x", None]
+    back = AuditReport.from_json(report.to_json(tmp_path / "report.json"))
+    pd.testing.assert_frame_equal(back.samples, report.samples)
+    assert back.samples["label"].tolist() == [0, 1] and back.samples["flagged"].dtype == bool
+
+
+def test_write_reports_writes_latest_and_best_with_the_same_bytes_and_appends_history(tmp_path):
+    from cam_audit.loggers import write_reports
+
+    report = _report()
+    report.meta.update(epoch=3, global_step=30)
+    root = write_reports(tmp_path, report, is_best=True)
+    for name in ("report.json", "samples.csv"):
+        assert (root / "best" / name).read_bytes() == (root / "latest" / name).read_bytes()
+    assert AuditReport.from_json(root / "best" / "report.json").summary == report.summary
+    write_reports(tmp_path, report, is_best=False)
+    rows = [json.loads(line) for line in (root / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [3, 3] and rows[0]["focus_lift"] == 3.0
+    assert sorted(p.name for p in (root / "best").iterdir()) == ["report.json", "samples.csv"]
+
+
 @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"format": "other"}'])
 def test_unreadable_reports_raise_report_error(tmp_path, content):
     path = tmp_path / "report.json"

@@ -302,7 +302,13 @@ class AuditReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
+        # one top-level field per line, each written compactly: json's C encoder only runs without
+        # ``indent``, and the per-sample table of a large probe took most of an audit's report time
+        fields = (
+            f"{json.dumps(key)}: {json.dumps(value, allow_nan=False, separators=(',', ':'))}"
+            for key, value in self.to_dict().items()
+        )
+        tmp.write_text("{\n" + ",\n".join(fields) + "\n}\n")
         tmp.replace(path)
         return path
 
@@ -394,13 +400,24 @@ def _clean(value: Any) -> Any:
 
 
 def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    columns = [_column_to_json(frame.iloc[:, position]) for position in range(frame.shape[1])]
     return {
         "index": [_clean(i) for i in frame.index.tolist()],
         "index_name": frame.index.name,
         "columns": [str(c) for c in frame.columns],
         "dtypes": [str(t) for t in frame.dtypes],
-        "data": [[_clean(v) for v in row] for row in frame.itertuples(index=False, name=None)],
+        "data": [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in frame.index],
     }
+
+
+def _column_to_json(column: pd.Series) -> list[Any]:
+    """A column as JSON-safe Python values (``tolist`` already gives Python numbers for numeric dtypes)."""
+    values = column.tolist()
+    if column.dtype.kind == "f":
+        return [_to_json_number(v) for v in values]
+    if column.dtype.kind in "iub":
+        return values
+    return [_clean(v) for v in values]
 
 
 def _frame_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
