@@ -7,9 +7,11 @@ magenta.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf
@@ -117,13 +119,37 @@ def overlay_grid(
     return torch.cat([grid, bar], dim=2)
 
 
+# zlib level 3 instead of PIL's 6: a heatmap grid encodes about 4x faster and comes out about 10% larger
+PNG_COMPRESS_LEVEL = 3
+
+
+def png_bytes(image: Tensor) -> bytes:
+    """A float [3, H, W] image in [0, 1] encoded as PNG.
+
+    Example:
+        >>> png_bytes(torch.ones(3, 2, 2))[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(hwc_uint8(image)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
 def save_png(image: Tensor, path: str | os.PathLike) -> Path:
     """Write a float [3, H, W] image in [0, 1] as PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(array).save(path)
+    path.write_bytes(png_bytes(image))
     return path
+
+
+def hwc_uint8(image: Tensor) -> Any:
+    """A float [3, H, W] image in [0, 1] as a uint8 [H, W, 3] array, the pixels :func:`save_png` writes.
+
+    Weights & Biases stores float arrays without scaling them to 0-255 (a white grid came out black),
+    so loggers are given bytes, not floats.
+    """
+    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def _caption(pair: Tensor, text: str) -> Tensor:
@@ -135,4 +161,14 @@ def _caption(pair: Tensor, text: str) -> Tensor:
     return torch.cat([pair, strip_t.permute(2, 0, 1).float().to(pair.device) / 255], dim=1)
 
 
-__all__ = ["colormap", "colour_bar", "outline", "overlay", "overlay_grid", "save_png", "scale_for_display"]
+__all__ = [
+    "colormap",
+    "colour_bar",
+    "hwc_uint8",
+    "outline",
+    "overlay",
+    "overlay_grid",
+    "png_bytes",
+    "save_png",
+    "scale_for_display",
+]
