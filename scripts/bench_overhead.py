@@ -7,10 +7,14 @@ load on a shared machine hits both alike; the median of each is compared:
 
     python scripts/bench_overhead.py                      # 3 epochs, 3 repeats of each
     python scripts/bench_overhead.py --epochs 5 --repeats 5 --threads 2
+    python scripts/bench_overhead.py --counterfactual-every-n-audits 5      # maps every epoch
     python scripts/bench_overhead.py --no-counterfactual --every-n-epochs 2   # cheaper settings
 
 Prints one line per run, then the medians and ``overhead = audited / plain - 1``. Seeds are fixed, so
-both arms train on the same batches; only the audit differs.
+both arms train on the same batches; only the audit differs. Last, it prints the floor: the time of one
+plain no-grad forward pass over the probe, once per audit, as a share of the plain fit. No audit that
+computes maps can cost less than that (Grad-CAM++ needs that forward; the counterfactual tests add about
+one more each).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def fit_seconds(
                 target_layer="features",
                 every_n_epochs=args.every_n_epochs,
                 counterfactual=not args.no_counterfactual,
+                counterfactual_every_n_audits=args.counterfactual_every_n_audits,
                 log_images=not args.no_images,
                 max_images=12,
             )
@@ -90,6 +95,9 @@ def main() -> None:
     parser.add_argument("--probe-size", type=int, default=256)
     parser.add_argument("--every-n-epochs", type=int, default=1)
     parser.add_argument("--no-counterfactual", action="store_true", help="skip the fill and paste tests")
+    parser.add_argument(
+        "--counterfactual-every-n-audits", type=int, default=1, help="run the fill and paste tests this often"
+    )
     parser.add_argument("--no-images", action="store_true", help="do not draw the overlay grid")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
@@ -98,7 +106,8 @@ def main() -> None:
     print(
         f"# demo model, {args.n_train} training scenes 64x64, {args.epochs} epochs, probe {args.probe_size} "
         f"images audited every {args.every_n_epochs} epoch(s), counterfactual "
-        f"{'off' if args.no_counterfactual else 'on'}, overlays {'off' if args.no_images else 'on'}, "
+        f"{'off' if args.no_counterfactual else f'every {args.counterfactual_every_n_audits} audit(s)'}, "
+        f"overlays {'off' if args.no_images else 'on'}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     plain: list[float] = []
@@ -124,6 +133,28 @@ def main() -> None:
         f"(median {statistics.median(inside):.2f} s inside the audits)"
     )
     print(f"overhead: {with_audit / base - 1:+.1%} of the training wall time ({with_audit / base:.3f}x)")
+    audits = len(range(args.every_n_epochs - 1, args.epochs, args.every_n_epochs))
+    audits += args.epochs % args.every_n_epochs != 0  # the last epoch is always audited
+    forward = probe_forward_seconds(args.probe_size)
+    print(
+        f"floor: one no-grad forward over the {args.probe_size}-image probe takes {forward:.3f} s; "
+        f"{audits} of them are {audits * forward / base:+.1%} of the plain fit"
+    )
+
+
+def probe_forward_seconds(probe_size: int, repeats: int = 7) -> float:
+    """Median seconds of a plain no-grad eval forward of the demo model over the probe, batch 64."""
+    model = SceneClassifier(num_classes=3).eval()
+    probe = make_scenes(probe_size, watermark="correlated", seed=2024).to_probe()
+    images = [batch.images for batch in probe.batches(64)]
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            for batch in images:
+                model(batch)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
 
 
 if __name__ == "__main__":

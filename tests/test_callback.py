@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -61,6 +64,10 @@ def test_fit_logs_finite_focus_and_tensorboard_tags(tmp_path, scene_probe):
     assert {"cam_audit/focus", "cam_audit/focus_lift", "cam_audit/spurious_lift"} <= set(tags["scalars"])
     assert "cam_audit/per_class/disc/focus_lift" in tags["scalars"]
     assert "cam_audit/overlays" in tags["images"]
+    overlay = events.Images("cam_audit/overlays")[-1]
+    decoded = Image.open(io.BytesIO(overlay.encoded_image_string))
+    assert decoded.format == "PNG" and decoded.size == (overlay.width, overlay.height)
+    assert decoded.mode == "RGB" and overlay.step == trainer.global_step
     assert "cam_audit/focus_lift_per_sample" in tags["histograms"]
     assert len(events.Scalars("cam_audit/focus_lift")) == 2
 
@@ -78,6 +85,29 @@ def test_sanity_check_is_skipped_and_schedule_is_kept(tmp_path, scene_probe):
     trainer.fit(SceneClassifier(width=8), datamodule=_data())
     # epochs 0, 1, 2: due after epoch 1 (every 2nd) and after the last epoch; never in the sanity check
     assert audit.n_audits == 2
+
+
+def test_counterfactual_every_n_audits_runs_first_every_nth_and_last_and_logs_no_stale_points(
+    tmp_path, scene_probe
+):
+    audit = CamAudit(scene_probe, target_layer="features", counterfactual_every_n_audits=3, log_images=False)
+    trainer = _trainer(tmp_path, [audit], max_epochs=5)
+    model = SceneClassifier(width=8)
+    trainer.fit(model, datamodule=_data())
+    history = (tmp_path / "tb" / "cam_audit" / "history.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in history]
+    # audits 0..4: the first, the 3rd after it, and the last epoch's run the fill and paste tests
+    assert [row["cf_flip_rate"] is not None for row in rows] == [True, False, False, True, True]
+    assert [row["focus_lift"] is not None for row in rows] == [True] * 5
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert [e.step for e in events.Scalars("cam_audit/cf_flip_rate")] == [
+        e.step for i, e in enumerate(events.Scalars("cam_audit/focus_lift")) if i in (0, 3, 4)
+    ]
+    assert audit.last_report.meta["counterfactual"] is True
+    # trainer.validate() always runs them
+    trainer.validate(model, datamodule=_data())
+    assert audit.last_report.meta["counterfactual"] is True
+    assert math.isfinite(audit.last_report.summary["cf_flip_rate"])
 
 
 def test_audits_at_train_epoch_end_without_validation(tmp_path, scene_probe):
@@ -122,7 +152,13 @@ def test_probe_with_more_classes_than_the_model_fails_in_setup(tmp_path, scene_p
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("every_n_epochs", 0), ("batch_size", -1), ("method", "scorecam"), ("on_shortcut", "ignore")],
+    [
+        ("every_n_epochs", 0),
+        ("counterfactual_every_n_audits", 0),
+        ("batch_size", -1),
+        ("method", "scorecam"),
+        ("on_shortcut", "ignore"),
+    ],
 )
 def test_bad_arguments_are_refused_at_construction(scene_probe, argument, value):
     with pytest.raises(CamAuditError, match=argument):

@@ -71,6 +71,11 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         batch_size: probe samples per forward pass.
         policy: the :class:`~cam_audit.report.ShortcutPolicy` that judges each audit.
         counterfactual: run the fill and paste tests on samples with spurious regions.
+        counterfactual_every_n_audits: run those tests in every this many audits of a fit, counting from
+            the first (which always runs them), and in the audit of the last epoch, so the final report
+            holds all the evidence. Each test costs about one more forward pass over the probe's spurious
+            samples; in the other audits ``cf_*`` is not logged and the verdict rests on attribution and
+            history. ``trainer.validate()`` and ``trainer.test()`` always run them.
         fill: how spurious regions are filled in the counterfactual test: ``"blur"`` or ``"mean"``.
         on_shortcut: what a failed verdict does: ``"warn"``, ``"stop"`` (``trainer.should_stop``, agreed
             across ranks) or ``"raise"`` (:class:`ShortcutDetected`).
@@ -95,6 +100,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         batch_size: int = 64,
         policy: ShortcutPolicy | None = None,
         counterfactual: bool = True,
+        counterfactual_every_n_audits: int = 1,
         fill: Literal["blur", "mean"] = "blur",
         on_shortcut: OnShortcut = "warn",
         log_images: bool = True,
@@ -113,7 +119,11 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             )
         if len(probe) == 0:
             raise CamAuditError("probe is empty; give CamAudit at least one annotated image")
-        for name, value in (("every_n_epochs", every_n_epochs), ("batch_size", batch_size)):
+        for name, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("counterfactual_every_n_audits", counterfactual_every_n_audits),
+            ("batch_size", batch_size),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CamAuditError(f"{name} must be a positive int, got {value!r}")
         for name, value, choices in (
@@ -134,6 +144,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self.batch_size = batch_size
         self.policy = policy if policy is not None else ShortcutPolicy()
         self.counterfactual = counterfactual
+        self.counterfactual_every_n_audits = counterfactual_every_n_audits
         self.fill = fill
         self.on_shortcut = on_shortcut
         self.log_images = log_images
@@ -215,9 +226,15 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self._audit(trainer, pl_module)
 
     def _due(self, trainer: pl.Trainer) -> bool:
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        return (epoch + 1) % self.every_n_epochs == 0 or last
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or _last_epoch(trainer)
+
+    def _counterfactual_due(self, trainer: pl.Trainer) -> bool:
+        """Whether this audit runs the fill and paste tests (the same answer on every rank)."""
+        if not self.counterfactual:
+            return False
+        if trainer.state.fn != "fit":
+            return True
+        return self.n_audits % self.counterfactual_every_n_audits == 0 or _last_epoch(trainer)
 
     # ---------------------------------------------------------------- the audit
     def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -249,6 +266,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
 
         self._scores.to(pl_module.device).reset()
         timings = {"attribution": 0.0, "counterfactual": 0.0}
+        with_counterfactual = self._counterfactual_due(trainer)
         precision = getattr(trainer.strategy, "precision_plugin", None)
         context = precision.forward_context() if precision is not None else nullcontext()
         failure: Exception | None = None
@@ -261,7 +279,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
                     indices=indices,
                     batch_size=self.batch_size,
                     target=self.target,
-                    counterfactual=self.counterfactual,
+                    counterfactual=with_counterfactual,
                     fill=self.fill,
                     device=pl_module.device,
                     on_batch=keep_for_grid,
@@ -287,6 +305,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             "versions": _versions(),
             "attribution_seconds": timings["attribution"],
             "counterfactual_seconds": timings["counterfactual"],
+            "counterfactual": with_counterfactual,
         }
         report = build_report(
             self._scores, samples, self.probe, self.policy, best_focus_lift=best_before, meta=meta
@@ -294,7 +313,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         if smoke:
             return
         self._update_history(trainer, report)
-        self._log_scalars(pl_module, report)
+        self._log_scalars(pl_module, report, with_counterfactual)
         # Trainer.log_dir is a broadcast: every rank asks for it, only rank 0 writes
         log_dir = Path(trainer.log_dir or trainer.default_root_dir) if self.write_reports else None
         failure = None
@@ -321,13 +340,27 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         if not report.verdict.passed and self.first_flag_epoch < 0:
             self.first_flag_epoch = trainer.current_epoch
 
-    def _log_scalars(self, pl_module: pl.LightningModule, report: AuditReport) -> None:
-        # values are already synced: every rank logs the same number, so no sync_dist
+    def _log_scalars(
+        self, pl_module: pl.LightningModule, report: AuditReport, with_counterfactual: bool
+    ) -> None:
+        # values are already synced: every rank logs the same number, so no sync_dist. An audit without
+        # the counterfactual tests logs no cf_* point rather than a NaN or a stale value.
+        def measured(key: str) -> bool:
+            return with_counterfactual or not key.startswith("cf_")
+
         for key, value in report.summary.items():
-            pl_module.log(f"{self.prefix}/{key}", float(value), prog_bar=key == "focus_lift", sync_dist=False)
+            if measured(key):
+                pl_module.log(
+                    f"{self.prefix}/{key}", float(value), prog_bar=key == "focus_lift", sync_dist=False
+                )
         pl_module.log(f"{self.prefix}/shortcut", float(not report.verdict.passed), sync_dist=False)
+        keys = [
+            k
+            for k in ("focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate")
+            if measured(k)
+        ]
         for name, row in report.per_class.iterrows():
-            for key in ("focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate"):
+            for key in keys:
                 pl_module.log(f"{self.prefix}/per_class/{name}/{key}", float(row[key]), sync_dist=False)
 
     def _act_on_verdict(self, trainer: pl.Trainer, report: AuditReport) -> None:
@@ -358,6 +391,10 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self.first_flag_epoch = int(state_dict["first_flag_epoch"])
         self.n_audits = int(state_dict["n_audits"])
         self.last_summary = dict(state_dict.get("last_summary", {}))
+
+
+def _last_epoch(trainer: pl.Trainer) -> bool:
+    return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
 
 
 def _grid(drawn: list[tuple[Tensor, Tensor, Tensor, Tensor, list[str]]]) -> Tensor:
