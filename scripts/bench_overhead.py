@@ -23,6 +23,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -35,22 +36,33 @@ from cam_audit.probe import make_scenes
 
 
 class TimedCamAudit(CamAudit):
-    """CamAudit that adds up the wall time of its audits (scoring, logging, images and report files)."""
+    """CamAudit that adds up the wall and process CPU time of its audits (scoring, logging, files)."""
 
     seconds = 0.0
+    cpu_seconds = 0.0
 
     def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         try:
             super()._audit(trainer, pl_module)
         finally:
             self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - started_cpu
 
 
-def fit_seconds(
-    root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None
-) -> tuple[float, float]:
-    """Seconds for one seeded fit, and the seconds spent inside the audits (0 without the callback)."""
+@dataclass
+class Fit:
+    """One fit: wall and process CPU seconds, and how much of each was spent inside the audits."""
+
+    wall: float
+    cpu: float
+    audit_wall: float = 0.0
+    audit_cpu: float = 0.0
+    audits: int = 0
+
+
+def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None) -> Fit:
+    """One seeded fit of the demo model, with or without the audit."""
     pl.seed_everything(0, workers=True, verbose=False)
     callbacks = []
     if audited:
@@ -79,10 +91,13 @@ def fit_seconds(
         log_every_n_steps=10,
     )
     data = SceneDataModule(watermark="correlated", n_train=args.n_train)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     trainer.fit(SceneClassifier(num_classes=3), datamodule=data)
-    total = time.perf_counter() - started
-    return total, (callbacks[0].seconds if callbacks else 0.0)
+    result = Fit(time.perf_counter() - started, time.process_time() - started_cpu)
+    if callbacks:
+        audit = callbacks[0]
+        result.audit_wall, result.audit_cpu, result.audits = audit.seconds, audit.cpu_seconds, audit.n_audits
+    return result
 
 
 def main() -> None:
@@ -110,35 +125,42 @@ def main() -> None:
         f"overlays {'off' if args.no_images else 'on'}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
-    plain: list[float] = []
-    audited: list[float] = []
-    inside: list[float] = []
+    plain: list[Fit] = []
+    audited: list[Fit] = []
     with tempfile.TemporaryDirectory() as tmp:
         warmup = argparse.Namespace(**{**vars(args), "n_train": 128, "probe_size": 16})
-        fit_seconds(Path(tmp) / "warmup", warmup, audited=True, epochs=1)  # imports and thread pools warm
+        fit(Path(tmp) / "warmup", warmup, audited=True, epochs=1)  # imports and thread pools warm
         for repeat in range(args.repeats):
-            seconds, _ = fit_seconds(Path(tmp) / f"plain{repeat}", args, audited=False)
-            plain.append(seconds)
-            print(f"run {repeat + 1}: without CamAudit {seconds:7.2f} s")
-            seconds, in_audits = fit_seconds(Path(tmp) / f"audit{repeat}", args, audited=True)
-            audited.append(seconds)
-            inside.append(in_audits)
+            plain.append(fit(Path(tmp) / f"plain{repeat}", args, audited=False))
+            audited.append(fit(Path(tmp) / f"audit{repeat}", args, audited=True))
+            p, a = plain[-1], audited[-1]
             print(
-                f"run {repeat + 1}: with CamAudit    {seconds:7.2f} s  ({in_audits:.2f} s inside the audits)"
+                f"run {repeat + 1}: without {p.wall:6.2f} s wall {p.cpu:6.2f} s CPU | with "
+                f"{a.wall:6.2f} s wall {a.cpu:6.2f} s CPU, of which {a.audit_wall:.2f} s wall "
+                f"{a.audit_cpu:.2f} s CPU in {a.audits} audits"
             )
-    base, with_audit = statistics.median(plain), statistics.median(audited)
-    print(f"median without CamAudit: {base:.2f} s")
+
+    def median(runs: list[Fit], field: str) -> float:
+        return statistics.median(getattr(run, field) for run in runs)
+
+    base_wall, base_cpu = median(plain, "wall"), median(plain, "cpu")
+    with_wall, with_cpu = median(audited, "wall"), median(audited, "cpu")
+    audit_wall, audit_cpu = median(audited, "audit_wall"), median(audited, "audit_cpu")
+    audits = audited[0].audits
+    print(f"median fit without CamAudit: {base_wall:.2f} s wall, {base_cpu:.2f} s CPU")
+    print(f"median fit with CamAudit:    {with_wall:.2f} s wall, {with_cpu:.2f} s CPU")
     print(
-        f"median with CamAudit:    {with_audit:.2f} s  "
-        f"(median {statistics.median(inside):.2f} s inside the audits)"
+        f"overhead, fit against fit:   {with_wall / base_wall - 1:+.1%} wall, "
+        f"{with_cpu / base_cpu - 1:+.1%} CPU"
     )
-    print(f"overhead: {with_audit / base - 1:+.1%} of the training wall time ({with_audit / base:.3f}x)")
-    audits = len(range(args.every_n_epochs - 1, args.epochs, args.every_n_epochs))
-    audits += args.epochs % args.every_n_epochs != 0  # the last epoch is always audited
+    print(
+        f"time inside the {audits} audits: {audit_wall / base_wall:+.1%} of the plain fit's wall time, "
+        f"{audit_cpu / base_cpu:+.1%} of its CPU time ({audit_wall / audits:.3f} s wall per audit)"
+    )
     forward = probe_forward_seconds(args.probe_size)
     print(
         f"floor: one no-grad forward over the {args.probe_size}-image probe takes {forward:.3f} s; "
-        f"{audits} of them are {audits * forward / base:+.1%} of the plain fit"
+        f"{audits} of them are {audits * forward / base_wall:+.1%} of the plain fit's wall time"
     )
 
 
