@@ -4,8 +4,9 @@ Lightning's "ddp" starts the other rank by running this file again, so it must b
 
     python tests/ddp_script.py OUT_DIR [--fail-on-rank R]
 
-Each rank writes ``OUT_DIR/rank<R>.json`` with the values it logged and the callback's history; rank 0
-also saves the final weights to ``OUT_DIR/weights.pt`` for a single-process audit to compare against.
+Each rank writes ``OUT_DIR/rank<R>.json`` with the values it logged and the callback's history, and its
+last report to ``OUT_DIR/report_rank<R>.json``; rank 0 also saves the final weights to
+``OUT_DIR/weights.pt`` for a single-process audit to compare against.
 With ``--fail-on-rank R`` the model raises during the audit's forward on rank R only (a rank-local
 failure), and each rank records the error it ended with instead.
 """
@@ -27,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cam_audit import CamAudit  # noqa: E402
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe  # noqa: E402
 
-PROBE_SIZE = 13  # odd, so the two ranks audit slices of different lengths (7 and 6)
+PROBE_SIZE = 13  # batches of 4: rank 0 audits batches 0 and 2 (8 samples), rank 1 batches 1 and 3 (5)
+BATCH_SIZE = 4
 
 
 class FailsOnOneRank(NoisyClassifier):
@@ -61,7 +63,7 @@ def main() -> None:
 
     pl.seed_everything(0, workers=True)
     model = NoisyClassifier() if args.fail_on_rank is None else FailsOnOneRank(args.fail_on_rank)
-    audit = CamAudit(tiny_probe(PROBE_SIZE), target_layer="features", batch_size=4, max_images=4)
+    audit = CamAudit(tiny_probe(PROBE_SIZE), target_layer="features", batch_size=BATCH_SIZE, max_images=4)
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", monitor="cam_audit/focus_lift", mode="max")
     trainer = pl.Trainer(
         strategy="ddp",
@@ -96,6 +98,8 @@ def main() -> None:
     }
     if rank == 0 and error is None:
         torch.save(model.state_dict(), args.out / "weights.pt")
+    if audit.last_report is not None:
+        audit.last_report.to_json(args.out / f"report_rank{rank}.json")
     (args.out / f"rank{rank}.json").write_text(json.dumps(result, indent=2))
     if error is not None:
         sys.exit(3)

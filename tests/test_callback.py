@@ -16,7 +16,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cam_audit import CamAudit, ShortcutPolicy
-from cam_audit.callback import ShortcutDetected
+from cam_audit.callback import ShortcutDetected, rank_indices
 from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
 from cam_audit.errors import CamAuditError, TargetLayerError
 from cam_audit.report import AuditReport
@@ -204,3 +204,15 @@ def test_state_dict_round_trip_and_distinct_state_keys(scene_probe):
     assert audit.state_dict()["n_audits"] == 4
     other = CamAudit(make_scenes(8, seed=99).to_probe(), target_layer="features")
     assert audit.state_key != other.state_key
+
+
+@pytest.mark.parametrize(
+    ("size", "batch_size", "world_size"), [(13, 4, 2), (10, 3, 3), (5, 8, 4), (64, 64, 2)]
+)
+def test_rank_indices_split_the_probe_into_whole_single_process_batches(size, batch_size, world_size):
+    single = [list(range(s, min(s + batch_size, size))) for s in range(0, size, batch_size)]
+    per_rank = [rank_indices(size, batch_size, rank, world_size) for rank in range(world_size)]
+    assert sorted(p for positions in per_rank for p in positions) == list(range(size))  # each sample once
+    for rank, positions in enumerate(per_rank):
+        batches = [positions[s : s + batch_size] for s in range(0, len(positions), batch_size)]
+        assert batches == single[rank::world_size]  # the batches a single process forms

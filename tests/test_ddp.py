@@ -12,12 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from cam_audit import audit
 from cam_audit.callback import CamAudit
 from cam_audit.errors import CamAuditError
+from cam_audit.report import AuditReport
 from safety_helpers import NoisyClassifier, tiny_probe
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
@@ -73,15 +76,26 @@ def test_synced_values_equal_a_single_process_audit_of_the_same_weights(ddp_fit)
     probe = tiny_probe(13)
     model = NoisyClassifier()
     model.load_state_dict(torch.load(out / "weights.pt"))
-    report = audit(model, probe, target_layer="features", batch_size=5)  # batches unlike the ranks'
+    # the ranks audit whole batches of the probe's own batching, so with the same batch size every batch,
+    # and every paste partner chosen inside it, is the single process's
+    report = audit(model, probe, target_layer="features", batch_size=4)
     logged = ranks[0]["logged"]
-    assert logged["cam_audit/n_samples"] == len(probe) == 13  # both slices (7 + 6 samples) were counted
+    assert logged["cam_audit/n_samples"] == len(probe) == 13  # both ranks' batches (8 + 5 samples) counted
     assert ranks[0]["report_samples"] == ranks[1]["report_samples"] == 13  # rows gathered on every rank
     for key, value in report.summary.items():
-        # logged values pass through float32; the slices' batches differ from the single process's
+        # logged values pass through float32
         assert _same(logged[f"cam_audit/{key}"], value, rel=1e-5), (key, logged[f"cam_audit/{key}"], value)
     for name, row in report.per_class.iterrows():
         assert _same(logged[f"cam_audit/per_class/{name}/focus_lift"], row["focus_lift"], rel=1e-5), name
+    expected = report.samples
+    assert expected["cf_paste"].notna().sum() > 0  # some samples had a paste partner to compare
+    for rank in (0, 1):
+        rows = AuditReport.from_json(out / f"report_rank{rank}.json").samples
+        assert rows["sample_id"].tolist() == expected["sample_id"].tolist()
+        for column in ("label", "target", "prediction", "has_spurious", "cf_flip", "cf_paste"):
+            pd.testing.assert_series_equal(rows[column], expected[column], check_dtype=False, obj=column)
+        for column in ("focus", "focus_lift", "spurious_mass", "cf_confidence_drop"):
+            np.testing.assert_allclose(rows[column], expected[column], rtol=1e-5, atol=1e-7, err_msg=column)
 
 
 def test_model_checkpoint_saves_on_the_audited_focus_lift(ddp_fit):

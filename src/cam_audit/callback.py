@@ -1,7 +1,7 @@
 """``CamAudit``: audit the model on a probe set while it trains, and log it like any other metric.
 
 The callback is thin: :mod:`cam_audit.audit` does the work. It decides when to audit, gives each process
-its slice of the probe, logs ``cam_audit/<key>`` on every rank (so ``ModelCheckpoint`` and
+whole batches of the probe, logs ``cam_audit/<key>`` on every rank (so ``ModelCheckpoint`` and
 ``EarlyStopping`` can monitor it), draws overlays on rank 0, writes reports, keeps its history across
 resume, and turns a failed verdict into the action the user chose.
 """
@@ -244,7 +244,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self._audited_epoch = trainer.current_epoch
         smoke = bool(trainer.fast_dev_run)
         world, rank = trainer.world_size, trainer.global_rank
-        indices = list(range(rank, len(self.probe), world))
+        indices = rank_indices(len(self.probe), self.batch_size, rank, world)
         if smoke:
             indices = indices[: self.batch_size]
         drawn: list[tuple[Tensor, Tensor, Tensor, Tensor, list[str]]] = []
@@ -391,6 +391,22 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self.first_flag_epoch = int(state_dict["first_flag_epoch"])
         self.n_audits = int(state_dict["n_audits"])
         self.last_summary = dict(state_dict.get("last_summary", {}))
+
+
+def rank_indices(size: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+    """The probe positions one process audits: whole batches ``rank``, ``rank + world_size``, ... of the
+    probe's own batching.
+
+    Every batch is then the one a single process forms with the same ``batch_size``, and so are the paste
+    partners the counterfactual test picks inside it: the ranks' gathered rows equal a single-process
+    audit's. A rank left without a batch (a probe of fewer than ``world_size`` batches) scores nothing and
+    still joins every collective.
+
+    >>> rank_indices(10, 3, rank=0, world_size=2), rank_indices(10, 3, rank=1, world_size=2)
+    ([0, 1, 2, 6, 7, 8], [3, 4, 5, 9])
+    """
+    starts = range(rank * batch_size, size, world_size * batch_size)
+    return [position for start in starts for position in range(start, min(start + batch_size, size))]
 
 
 def _last_epoch(trainer: pl.Trainer) -> bool:
