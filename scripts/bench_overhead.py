@@ -59,6 +59,7 @@ class Fit:
     audit_wall: float = 0.0
     audit_cpu: float = 0.0
     audits: int = 0
+    model: SceneClassifier | None = None
 
 
 def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None) -> Fit:
@@ -92,8 +93,9 @@ def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None 
     )
     data = SceneDataModule(watermark="correlated", n_train=args.n_train)
     started, started_cpu = time.perf_counter(), time.process_time()
-    trainer.fit(SceneClassifier(num_classes=3), datamodule=data)
-    result = Fit(time.perf_counter() - started, time.process_time() - started_cpu)
+    model = SceneClassifier(num_classes=3)
+    trainer.fit(model, datamodule=data)
+    result = Fit(time.perf_counter() - started, time.process_time() - started_cpu, model=model)
     if callbacks:
         audit = callbacks[0]
         result.audit_wall, result.audit_cpu, result.audits = audit.seconds, audit.cpu_seconds, audit.n_audits
@@ -157,16 +159,16 @@ def main() -> None:
         f"time inside the {audits} audits: {audit_wall / base_wall:+.1%} of the plain fit's wall time, "
         f"{audit_cpu / base_cpu:+.1%} of its CPU time ({audit_wall / audits:.3f} s wall per audit)"
     )
-    forward = probe_forward_seconds(args.probe_size)
+    forward = probe_forward_seconds(audited[-1].model, args.probe_size)
     print(
         f"floor: one no-grad forward over the {args.probe_size}-image probe takes {forward:.3f} s; "
         f"{audits} of them are {audits * forward / base_wall:+.1%} of the plain fit's wall time"
     )
 
 
-def probe_forward_seconds(probe_size: int, repeats: int = 7) -> float:
-    """Median seconds of a plain no-grad eval forward of the demo model over the probe, batch 64."""
-    model = SceneClassifier(num_classes=3).eval()
+def probe_forward_seconds(model: SceneClassifier, probe_size: int, repeats: int = 7) -> float:
+    """Median seconds of a plain no-grad eval forward of the trained model over the probe, batch 64."""
+    model.eval()
     probe = make_scenes(probe_size, watermark="correlated", seed=2024).to_probe()
     images = [batch.images for batch in probe.batches(64)]
     times = []
