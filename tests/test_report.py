@@ -82,6 +82,36 @@ def test_flag_sentence_carries_the_numbers():
     ]
 
 
+def test_every_rule_reads_as_a_sentence_with_its_numbers_for_the_probe_and_for_a_class():
+    failing = dict(
+        focus=0.12,
+        focus_lift=1.2,
+        spurious_lift=7.05,
+        spurious_mass=0.12,
+        cf_flip_rate=0.75,
+        cf_confidence_drop=0.31,
+        cf_paste_rate=1.0,
+    )
+    verdict = ShortcutPolicy().evaluate(_summary(**failing), _per_class(**failing))
+    probe = [f for f in verdict.findings if f.scope == "probe"]
+    assert [(f.rule, f.metric, f.value, f.threshold) for f in probe] == [
+        ("min_focus_lift", "focus_lift", 1.2, 1.5),
+        ("max_spurious_lift", "spurious_lift", 7.05, 5.0),
+        ("max_flip_rate", "cf_flip_rate", 0.75, 0.5),
+        ("max_paste_rate", "cf_paste_rate", 1.0, 0.2),
+    ]
+    assert [f.message for f in probe] == [
+        "focus_lift 1.20 < 1.50: only 12% of heatmap mass falls on the object",
+        "spurious_lift 7.05 > 5.00: 12% of heatmap mass sits on 1.7% of the image marked spurious",
+        "cf_flip_rate 0.75 > 0.50: filling the spurious region changes 75% of predictions (target "
+        "probability falls by 0.31 on average)",
+        "cf_paste_rate 1.00 > 0.20: pasting the cue into images of other classes turns 100% of them into "
+        "the cue's class",
+    ]
+    horse = [f.message for f in verdict.findings if f.scope == "horse"]
+    assert horse == [m.replace(":", " for class 'horse':", 1) for m in verdict.flags[:4]]
+
+
 def test_shortcut_confined_to_one_class_is_flagged_by_name():
     per_class = _per_class(spurious_lift=9.0, spurious_mass=0.3)
     summary = _summary(spurious_lift=1.9)  # the probe-wide mean stays under the limit

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -200,65 +201,63 @@ class ShortcutPolicy:
 
     def _check(self, values: Mapping[str, Any], scope: str) -> list[Finding]:
         where = "" if scope == "probe" else f" for class '{scope}'"
-        out = []
-        focus_lift = _number(values.get("focus_lift"))
-        if self.min_focus_lift is not None and focus_lift < self.min_focus_lift:
-            focus = _number(values.get("focus"))
-            out.append(
-                Finding(
-                    "min_focus_lift",
-                    "focus_lift",
-                    focus_lift,
-                    self.min_focus_lift,
-                    scope,
-                    f"focus_lift {focus_lift:.2f} < {self.min_focus_lift:.2f}{where}: "
-                    f"only {focus:.0%} of heatmap mass falls on the object",
-                )
-            )
-        spurious_lift = _number(values.get("spurious_lift"))
-        if self.max_spurious_lift is not None and spurious_lift > self.max_spurious_lift:
-            mass = _number(values.get("spurious_mass"))
-            area = mass / spurious_lift if spurious_lift > 0 else math.nan
-            out.append(
-                Finding(
-                    "max_spurious_lift",
-                    "spurious_lift",
-                    spurious_lift,
-                    self.max_spurious_lift,
-                    scope,
-                    f"spurious_lift {spurious_lift:.2f} > {self.max_spurious_lift:.2f}{where}: {mass:.0%} of "
-                    f"heatmap mass sits on {area:.1%} of the image marked spurious",
-                )
-            )
-        flip = _number(values.get("cf_flip_rate"))
-        if self.max_flip_rate is not None and flip > self.max_flip_rate:
-            drop = _number(values.get("cf_confidence_drop"))
-            out.append(
-                Finding(
-                    "max_flip_rate",
-                    "cf_flip_rate",
-                    flip,
-                    self.max_flip_rate,
-                    scope,
-                    f"cf_flip_rate {flip:.2f} > {self.max_flip_rate:.2f}{where}: filling the spurious region "
-                    f"changes {flip:.0%} of predictions (target probability falls by {drop:.2f} on average)",
-                )
-            )
-        paste = _number(values.get("cf_paste_rate"))
-        if self.max_paste_rate is not None and paste > self.max_paste_rate:
-            out.append(
-                Finding(
-                    "max_paste_rate",
-                    "cf_paste_rate",
-                    paste,
-                    self.max_paste_rate,
-                    scope,
-                    f"cf_paste_rate {paste:.2f} > {self.max_paste_rate:.2f}{where}: "
-                    f"pasting the cue into images of other classes turns {paste:.0%} of them "
-                    "into the cue's class",
-                )
-            )
-        return out
+        findings = []
+        for rule in _THRESHOLD_RULES:
+            threshold = getattr(self, rule.name)
+            value = _number(values.get(rule.key))
+            if threshold is not None and rule.fails(value, threshold):  # NaN fails no comparison
+                message = rule.describe(value, threshold, where, values)
+                findings.append(Finding(rule.name, rule.key, value, threshold, scope, message))
+        return findings
+
+
+class _ThresholdRule(NamedTuple):
+    """A policy field (``name``) compared with one summary ``key``, and the sentence a failure reads as."""
+
+    name: str
+    key: str
+    fails: Callable[[float, float], bool]
+    describe: Callable[[float, float, str, Mapping[str, Any]], str]
+
+
+def _focus_message(lift: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
+    focus = _number(values.get("focus"))
+    return (
+        f"focus_lift {lift:.2f} < {threshold:.2f}{where}: only {focus:.0%} of heatmap mass falls on the "
+        "object"
+    )
+
+
+def _spurious_message(lift: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
+    mass = _number(values.get("spurious_mass"))
+    area = mass / lift if lift > 0 else math.nan
+    return (
+        f"spurious_lift {lift:.2f} > {threshold:.2f}{where}: {mass:.0%} of heatmap mass sits on {area:.1%} "
+        "of the image marked spurious"
+    )
+
+
+def _flip_message(flip: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
+    drop = _number(values.get("cf_confidence_drop"))
+    return (
+        f"cf_flip_rate {flip:.2f} > {threshold:.2f}{where}: filling the spurious region changes {flip:.0%} "
+        f"of predictions (target probability falls by {drop:.2f} on average)"
+    )
+
+
+def _paste_message(paste: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
+    return (
+        f"cf_paste_rate {paste:.2f} > {threshold:.2f}{where}: pasting the cue into images of other classes "
+        f"turns {paste:.0%} of them into the cue's class"
+    )
+
+
+_THRESHOLD_RULES = (
+    _ThresholdRule("min_focus_lift", "focus_lift", operator.lt, _focus_message),
+    _ThresholdRule("max_spurious_lift", "spurious_lift", operator.gt, _spurious_message),
+    _ThresholdRule("max_flip_rate", "cf_flip_rate", operator.gt, _flip_message),
+    _ThresholdRule("max_paste_rate", "cf_paste_rate", operator.gt, _paste_message),
+)
 
 
 @dataclass
