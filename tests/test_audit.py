@@ -60,6 +60,45 @@ def test_batch_size_does_not_change_the_numbers(scene_model, scene_probe):
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-4, abs=1e-6), key
 
 
+class CornerNet(torch.nn.Module):
+    """A pure shortcut with a conv layer to explain: class 1 exactly when the top-left corner is bright."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.features.weight.copy_(torch.eye(3)[:, :, None, None])
+            self.features.bias.zero_()
+
+    def forward(self, images):
+        corner = self.features(images)[:, :, :4, :4].mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - corner, corner - 0.5], dim=1) * 20
+
+
+def _corner_probe(n: int = 12) -> ProbeSet:
+    """Class 1 carries the bright corner (marked spurious), class 0 does not; labels interleave."""
+    images = torch.full((n, 3, 16, 16), 0.2)
+    labels = [i % 3 == 0 for i in range(n)]
+    spurious = []
+    for i, cue in enumerate(labels):
+        if cue:
+            images[i, :, :4, :4] = 1.0
+        spurious.append(torch.tensor([[0.0, 0.0, 4.0, 4.0]]) if cue else torch.zeros(0, 4))
+    boxes = torch.tensor([[6.0, 6.0, 12.0, 12.0]]).repeat(n, 1)
+    return ProbeSet.from_tensors(images, [int(c) for c in labels], boxes=boxes, spurious_boxes=spurious)
+
+
+def test_paste_partners_and_rates_do_not_depend_on_the_batch_size():
+    probe = _corner_probe()
+    reports = [audit(CornerNet(), probe, target_layer="features", batch_size=b) for b in (1, 2, 5, 12)]
+    first = reports[0]
+    assert first.summary["cf_paste_rate"] == 1.0  # every cue moves its partner: the rate is not vacuous
+    assert first.samples["cf_paste"].notna().sum() == 4  # the four class-1 samples carry a cue
+    for report in reports[1:]:
+        assert report.summary["cf_paste_rate"] == first.summary["cf_paste_rate"]
+        np.testing.assert_array_equal(report.samples["cf_paste"], first.samples["cf_paste"])
+
+
 def test_audit_leaves_the_model_untouched(scene_model, scene_probe):
     scene_model.train()
     scene_model.head.eval()  # a deliberate mix of modes must survive

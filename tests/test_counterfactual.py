@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from cam_audit.counterfactual import (
-    counterfactual_scores,
     fill_region,
+    fill_scores,
+    paste_moves,
     paste_partners,
     paste_region,
 )
@@ -74,14 +75,30 @@ def test_paste_partners_pick_another_class_not_already_predicted():
     ).tolist() == [-1, -1, 0, 0]
 
 
+def _fill_and_paste(model, images, spurious, labels):
+    """Both tests on one batch, partners picked inside it."""
+    logits = model(images)
+    out = fill_scores(model, images, spurious, labels, logits, fill="mean")
+    partners = paste_partners(labels, spurious.flatten(1).any(dim=1), logits.argmax(dim=1))
+    sources = (partners >= 0).nonzero().flatten()
+    moved = paste_moves(
+        model,
+        images[sources],
+        spurious[sources],
+        labels[sources],
+        images[partners[sources]],
+        spurious[partners[sources]],
+        fill="mean",
+    )
+    return out, sources, moved
+
+
 def test_a_pure_shortcut_flips_and_pastes():
     images, spurious, labels = _batch()
-    model = CornerReader()
-    logits = model(images)
-    out = counterfactual_scores(model, images, spurious, labels, labels, logits, fill="mean")
+    out, sources, moved = _fill_and_paste(CornerReader(), images, spurious, labels)
     assert out["cf_flip"][:2].tolist() == [1.0, 1.0]
     assert (out["cf_confidence_drop"][:2] > 0.99).all()
-    assert out["cf_paste"][:2].tolist() == [1.0, 1.0]  # the cue turns a class-0 image into class 1
+    assert sources.tolist() == [0, 1] and moved.tolist() == [1.0, 1.0]  # class-0 images turn into class 1
     assert all(math.isnan(v) for v in out["cf_flip"][2:].tolist())  # no cue, no evidence
 
 
@@ -93,11 +110,33 @@ def test_a_model_ignoring_the_cue_neither_flips_nor_pastes():
             v = x[:, :, 8:, 8:].mean(dim=(1, 2, 3))
             return torch.stack([v, -v], dim=1)
 
-    model = BottomReader()
-    out = counterfactual_scores(model, images, spurious, labels, labels, model(images))
+    out, sources, moved = _fill_and_paste(BottomReader(), images, spurious, labels)
     assert out["cf_flip"][:2].tolist() == [0.0, 0.0]
-    assert out["cf_paste"][:2].tolist() == [0.0, 0.0]
+    assert sources.tolist() == [0, 1] and moved.tolist() == [0.0, 0.0]
     assert torch.allclose(out["cf_confidence_drop"][:2], torch.zeros(2))
+
+
+def test_paste_partners_follow_their_definition_on_random_probes():
+    def reference(labels, has_cue, predictions):
+        n, out = len(labels), []
+        for i in range(n):
+            found = -1
+            for step in range(1, n) if has_cue[i] else ():
+                j = (i + step) % n
+                if labels[j] != labels[i] and predictions[j] != labels[i]:
+                    found = j
+                    break
+            out.append(found)
+        return out
+
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 2, 5, 17, 40):
+        for _ in range(10):
+            labels = torch.randint(0, 4, (n,), generator=generator)
+            predictions = torch.randint(0, 4, (n,), generator=generator)
+            has_cue = torch.rand(n, generator=generator) < 0.6
+            expected = reference(labels.tolist(), has_cue.tolist(), predictions.tolist())
+            assert paste_partners(labels, has_cue, predictions).tolist() == expected
 
 
 def test_paste_region_takes_source_pixels_inside_the_region():

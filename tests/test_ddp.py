@@ -76,9 +76,8 @@ def test_synced_values_equal_a_single_process_audit_of_the_same_weights(ddp_fit)
     probe = tiny_probe(13)
     model = NoisyClassifier()
     model.load_state_dict(torch.load(out / "weights.pt"))
-    # the ranks audit whole batches of the probe's own batching, so with the same batch size every batch,
-    # and every paste partner chosen inside it, is the single process's
-    report = audit(model, probe, target_layer="features", batch_size=4)
+    # batches unlike the ranks' (4): the paste partners come from all samples in probe order either way
+    report = audit(model, probe, target_layer="features", batch_size=5)
     logged = ranks[0]["logged"]
     assert logged["cam_audit/n_samples"] == len(probe) == 13  # both ranks' batches (8 + 5 samples) counted
     assert ranks[0]["report_samples"] == ranks[1]["report_samples"] == 13  # rows gathered on every rank

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from cam_audit.cam import CamEngine
 from cam_audit.cam.isolation import eval_mode_untouched
-from cam_audit.counterfactual import Fill, counterfactual_scores
+from cam_audit.counterfactual import Fill, fill_scores, paste_moves, paste_partners
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import MeanScore
 from cam_audit.metrics import functional as F
@@ -64,8 +64,10 @@ class AuditScores(nn.Module):
         self.scores = nn.ModuleDict({key: MeanScore(num_classes=num_classes) for key in SCORE_KEYS})
 
     def update(self, rows: dict[str, Tensor], labels: Tensor) -> None:
+        """Add the samples' scores of every key in ``rows`` (the paste test's arrive on their own)."""
         for key, metric in self.scores.items():
-            metric.update(rows[key].to(metric.device, torch.float64), labels.to(metric.device))
+            if key in rows:
+                metric.update(rows[key].to(metric.device, torch.float64), labels.to(metric.device))
 
     def reset(self) -> None:
         for metric in self.scores.values():
@@ -109,7 +111,8 @@ def score_batch(
             around each, so GPU time is counted where it is spent).
 
     Returns:
-        ``(rows, maps)``: ``rows`` maps each column of :data:`SCORE_KEYS` plus ``target``,
+        ``(rows, maps)``: ``rows`` maps each column of :data:`SCORE_KEYS` but ``cf_paste`` (the paste
+        test pairs samples across batches: :func:`score_pastes`) plus ``target``,
         ``prediction``, ``confidence`` and ``area`` to a tensor [B]; ``maps`` is float32 [B, H, W].
     """
     with _stopwatch(timings, "attribution", batch.images.device):
@@ -150,11 +153,9 @@ def score_batch(
             torch.inference_mode(),
             eval_mode_untouched(model, images.device),
         ):
-            rows.update(
-                counterfactual_scores(model, images, spurious, labels, result.targets, result.logits, fill)
-            )
+            rows.update(fill_scores(model, images, spurious, result.targets, result.logits, fill))
     else:
-        rows.update({"cf_flip": nan, "cf_confidence_drop": nan, "cf_paste": nan})
+        rows.update({"cf_flip": nan, "cf_confidence_drop": nan})
     return rows, maps
 
 
@@ -167,6 +168,7 @@ def score_probe(
     batch_size: int = 64,
     target: Target = "label",
     counterfactual: bool = True,
+    paste: bool = True,
     fill: Fill = "blur",
     pointing_tolerance: int = 0,
     device: torch.device | str | None = None,
@@ -179,10 +181,13 @@ def score_probe(
         engine: the CAM engine around the model.
         probe: the probe set.
         scores: states the scores are added to.
-        indices: which probe samples (default: all), e.g. ``range(rank, len(probe), world_size)``.
+        indices: which probe samples (default: all), e.g. one process's batches under DDP.
         batch_size: samples per forward pass; memory stays flat in the probe's size.
         target: explain the ground-truth ``"label"`` or the ``"predicted"`` class.
         counterfactual: run the fill and paste tests on samples with spurious regions.
+        paste: run the paste test here, with partners among the samples scored here (see
+            :func:`score_pastes`); ``False`` leaves the ``cf_paste`` column out, for a caller that first
+            gathers every process's rows and then calls :func:`score_pastes` itself.
         fill: how the spurious region is filled (see :func:`~cam_audit.counterfactual.fill_region`).
         pointing_tolerance: pixels of slack for the pointing game.
         device: where to run (default: the model's device).
@@ -205,7 +210,7 @@ def score_probe(
             pointing_tolerance=pointing_tolerance,
             timings=timings,
         )
-        scores.update({k: rows[k] for k in SCORE_KEYS}, batch.labels)
+        scores.update(rows, batch.labels)
         if on_batch is not None:
             on_batch(batch, maps, rows)
         frame = pd.DataFrame({k: v.detach().cpu().numpy() for k, v in rows.items()})
@@ -213,9 +218,101 @@ def score_probe(
         frame.insert(0, "sample_id", list(batch.sample_ids))
         frame.insert(0, "index", batch.indices.cpu().numpy())
         frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=["index", "sample_id", "label", *SCORE_KEYS])
-    return pd.concat(frames, ignore_index=True)
+    columns = ["index", "sample_id", "label", *(k for k in SCORE_KEYS if k != "cf_paste")]
+    samples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    if not paste:
+        return samples
+    mine = samples["index"].astype(int).tolist()
+    pastes = score_pastes(
+        engine,
+        probe,
+        scores,
+        samples,
+        indices=mine,
+        counterfactual=counterfactual,
+        batch_size=batch_size,
+        fill=fill,
+        device=device,
+        timings=timings,
+    )
+    return with_pastes(samples, pastes)
+
+
+def score_pastes(
+    engine: CamEngine,
+    probe: ProbeSet,
+    scores: AuditScores,
+    scored: pd.DataFrame,
+    *,
+    indices: Sequence[int],
+    counterfactual: bool = True,
+    batch_size: int = 64,
+    fill: Fill = "blur",
+    device: torch.device | str | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[int, float]:
+    """The paste test for the samples at ``indices``, adding their ``cf_paste`` to ``scores``.
+
+    Partners are chosen by :func:`~cam_audit.counterfactual.paste_partners` among all rows of
+    ``scored`` (every process's rows under DDP) in probe order, so they do not depend on the batch size or
+    on the split across processes. Every sample at ``indices`` is added to ``scores`` once: 1.0 where
+    the pasted cue moved its partner to the sample's class, 0.0 where it did not, NaN where the sample
+    has no cue or no partner (or ``counterfactual`` is off).
+
+    Args:
+        scored: per-sample rows with ``index``, ``label``, ``prediction`` and ``has_spurious``.
+        indices: the probe positions whose cue this process pastes (each must be a row of ``scored``).
+
+    Returns:
+        ``{probe position: cf_paste}`` for ``indices``.
+    """
+    device = torch.device(device) if device is not None else _model_device(engine.model)
+    values = {int(position): float("nan") for position in indices}
+    table = scored.sort_values("index")
+    if counterfactual and len(table):
+        positions = table["index"].to_numpy(dtype="int64")
+        partner_rows = paste_partners(
+            torch.as_tensor(table["label"].to_numpy(dtype="int64")),
+            torch.as_tensor(table["has_spurious"].to_numpy(dtype="float64") > 0),
+            torch.as_tensor(table["prediction"].to_numpy(dtype="int64")),
+        ).tolist()
+        partner_of = {int(positions[r]): int(positions[p]) for r, p in enumerate(partner_rows) if p >= 0}
+        sources = [position for position in values if position in partner_of]
+        model = engine.model
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start : start + batch_size]
+            source = _to_device(next(probe.batches(len(chunk), indices=chunk)), device)
+            partner = _to_device(next(probe.batches(len(chunk), [partner_of[p] for p in chunk])), device)
+            with (
+                _stopwatch(timings, "counterfactual", device),
+                torch.inference_mode(),
+                eval_mode_untouched(model, device),
+            ):
+                moved = paste_moves(
+                    model,
+                    source.images,
+                    source.spurious,
+                    source.labels,
+                    partner.images,
+                    partner.spurious,
+                    fill,
+                )
+            values.update(zip(chunk, moved.tolist(), strict=True))
+    labels = [probe.samples[position].label for position in values]
+    if values:
+        scores.update(
+            {"cf_paste": torch.tensor(list(values.values()), dtype=torch.float64)},
+            torch.tensor(labels, dtype=torch.long),
+        )
+    return values
+
+
+def with_pastes(samples: pd.DataFrame, pastes: dict[int, float]) -> pd.DataFrame:
+    """``samples`` with a ``cf_paste`` column (after ``cf_confidence_drop``) from ``{position: value}``."""
+    samples = samples.copy()
+    column = samples["index"].astype(int).map(pastes).astype(float)
+    samples.insert(samples.columns.get_loc("cf_confidence_drop") + 1, "cf_paste", column)
+    return samples
 
 
 def build_report(
@@ -375,4 +472,14 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         raise CamAuditError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
-__all__ = ["SCORE_KEYS", "AuditScores", "audit", "build_report", "class_names", "score_batch", "score_probe"]
+__all__ = [
+    "SCORE_KEYS",
+    "AuditScores",
+    "audit",
+    "build_report",
+    "class_names",
+    "score_batch",
+    "score_pastes",
+    "score_probe",
+    "with_pastes",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,15 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from cam_audit.audit import AuditScores, build_report, class_names, model_fingerprint, score_probe
+from cam_audit.audit import (
+    AuditScores,
+    build_report,
+    class_names,
+    model_fingerprint,
+    score_pastes,
+    score_probe,
+    with_pastes,
+)
 from cam_audit.cam import CamEngine
 from cam_audit.errors import CamAuditError
 from cam_audit.loggers import log_audit_media, write_reports
@@ -268,10 +276,13 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         timings = {"attribution": 0.0, "counterfactual": 0.0}
         with_counterfactual = self._counterfactual_due(trainer)
         precision = getattr(trainer.strategy, "precision_plugin", None)
-        context = precision.forward_context() if precision is not None else nullcontext()
+
+        def precision_context() -> AbstractContextManager[Any]:  # one per use: it is a generator's context
+            return precision.forward_context() if precision is not None else nullcontext()
+
         failure: Exception | None = None
         try:
-            with context:
+            with precision_context():
                 samples = score_probe(
                     self._engine,
                     self.probe,
@@ -280,6 +291,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
                     batch_size=self.batch_size,
                     target=self.target,
                     counterfactual=with_counterfactual,
+                    paste=False,  # below, once every rank's predictions are known
                     fill=self.fill,
                     device=pl_module.device,
                     on_batch=keep_for_grid,
@@ -289,6 +301,26 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
             failure = error
         _raise_if_any_rank_failed(trainer, failure, "scoring its slice of the probe")
         samples = _gather_frames(samples, world)
+        # paste partners are chosen among all scored samples in probe order, as in a single process
+        pastes: dict[int, float] = {}
+        try:
+            with precision_context():
+                pastes = score_pastes(
+                    self._engine,
+                    self.probe,
+                    self._scores,
+                    samples,
+                    indices=indices,
+                    counterfactual=with_counterfactual,
+                    batch_size=self.batch_size,
+                    fill=self.fill,
+                    device=pl_module.device,
+                    timings=timings,
+                )
+        except Exception as error:
+            failure = error
+        _raise_if_any_rank_failed(trainer, failure, "pasting its cues into other samples")
+        samples = with_pastes(samples, _gather_dicts(pastes, world))
         best_before = None if math.isnan(self.best_focus_lift) else self.best_focus_lift
         meta = {
             "epoch": trainer.current_epoch,
@@ -397,10 +429,9 @@ def rank_indices(size: int, batch_size: int, rank: int, world_size: int) -> list
     """The probe positions one process audits: whole batches ``rank``, ``rank + world_size``, ... of the
     probe's own batching.
 
-    Every batch is then the one a single process forms with the same ``batch_size``, and so are the paste
-    partners the counterfactual test picks inside it: the ranks' gathered rows equal a single-process
-    audit's. A rank left without a batch (a probe of fewer than ``world_size`` batches) scores nothing and
-    still joins every collective.
+    Every batch is then the one a single process forms with the same ``batch_size``, so even the floating
+    point of batched kernels matches a single-process audit. A rank left without a batch (a probe of
+    fewer than ``world_size`` batches) scores nothing and still joins every collective.
 
     >>> rank_indices(10, 3, rank=0, world_size=2), rank_indices(10, 3, rank=1, world_size=2)
     ([0, 1, 2, 6, 7, 8], [3, 4, 5, 9])
@@ -449,6 +480,15 @@ def _gather_frames(frame: pd.DataFrame, world_size: int) -> pd.DataFrame:
     frames: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(frames, frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _gather_dicts(values: dict[int, float], world_size: int) -> dict[int, float]:
+    """Every rank's ``{position: value}`` merged on every rank (a collective when world_size > 1)."""
+    if world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return values
+    parts: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(parts, values)
+    return {position: value for part in parts for position, value in part.items()}
 
 
 def _versions() -> dict[str, str]:

@@ -114,6 +114,8 @@ def paste_partners(labels: Tensor, has_cue: Tensor, predictions: Tensor) -> Tens
 
     The partner of sample ``i`` is the first sample after ``i`` (cyclically) whose label and
     prediction both differ from ``labels[i]``: only then can a move to the cue's class be observed.
+    The audit applies this to every scored sample of the probe in probe order, so the partners do not
+    depend on the batch size or on how the probe is split across processes.
 
     Args:
         labels: long tensor [N].
@@ -126,66 +128,87 @@ def paste_partners(labels: Tensor, has_cue: Tensor, predictions: Tensor) -> Tens
     >>> paste_partners(torch.tensor([0, 0, 1]), torch.tensor([True, False, True]), torch.tensor([0, 0, 1]))
     tensor([ 2, -1,  0])
     """
-    n = labels.shape[0]
-    if n < 2:  # a batch of one has no image of another class to paste into
-        return torch.full_like(labels, -1)
-    offsets = torch.arange(1, n, device=labels.device)
-    candidates = (torch.arange(n, device=labels.device)[:, None] + offsets[None, :]) % n  # [N, N-1]
-    ok = (labels[candidates] != labels[:, None]) & (predictions[candidates] != labels[:, None])
-    first = torch.where(ok.any(dim=1), ok.to(torch.int8).argmax(dim=1), torch.full_like(labels, -1))
-    partner = torch.where(first >= 0, candidates.gather(1, first.clamp_min(0)[:, None]).squeeze(1), first)
-    return torch.where(has_cue & (first >= 0), partner, torch.full_like(partner, -1))
+    labels, predictions = labels.long(), predictions.long().to(labels.device)
+    has_cue = has_cue.to(device=labels.device, dtype=torch.bool)
+    partner = torch.full_like(labels, -1)
+    for cls in labels[has_cue].unique().tolist():
+        # the samples a cue of class `cls` can be pasted into, in order; each source takes the first one
+        # after itself, wrapping round to the first of all
+        eligible = ((labels != cls) & (predictions != cls)).nonzero().flatten()
+        if eligible.numel() == 0:
+            continue
+        sources = (has_cue & (labels == cls)).nonzero().flatten()
+        after = torch.searchsorted(eligible, sources, right=True)
+        partner[sources] = eligible[after % eligible.numel()]
+    return partner
 
 
 @torch.no_grad()
-def counterfactual_scores(
+def fill_scores(
     forward: Callable[[Tensor], Tensor],
     images: Tensor,
     spurious: Tensor,
-    labels: Tensor,
     targets: Tensor,
     logits: Tensor,
     fill: Fill = "blur",
 ) -> dict[str, Tensor]:
-    """Fill and paste tests for one batch; NaN for samples without a spurious region.
+    """The fill test for one batch; NaN for samples without a spurious region.
 
     Args:
         forward: the model in eval mode, ``images -> logits``.
         images: float [N, C, H, W], the original images.
         spurious: bool [N, H, W], the spurious regions (all False where a sample has none).
-        labels: long [N], ground-truth classes (the cue's class when pasting).
         targets: long [N], the class whose probability is tracked.
         logits: [N, K], the model's logits on the original images.
         fill: see :func:`fill_region`.
 
     Returns:
-        ``cf_confidence_drop`` (probability of the target before minus after filling),
-        ``cf_flip`` (1.0 where the prediction changed), ``cf_paste`` (1.0 where pasting this sample's cue
-        into its partner moved the partner's prediction to this sample's label): float tensors [N].
+        ``cf_confidence_drop`` (probability of the target before minus after filling) and ``cf_flip``
+        (1.0 where the prediction changed): float tensors [N].
     """
     has_cue = spurious.flatten(1).any(dim=1)
-    nan = torch.full(labels.shape, float("nan"), device=images.device)
-    out = {"cf_confidence_drop": nan.clone(), "cf_flip": nan.clone(), "cf_paste": nan.clone()}
+    nan = torch.full((images.shape[0],), float("nan"), device=images.device)
+    out = {"cf_confidence_drop": nan.clone(), "cf_flip": nan.clone()}
     if not bool(has_cue.any()):
         return out
-    probs = logits.float().softmax(dim=1)
-    predictions = probs.argmax(dim=1)
     cue = has_cue.nonzero().squeeze(1)
-    filled = fill_region(images, spurious, fill)
-
-    filled_probs = forward(filled[cue]).float().softmax(dim=1)
-    drop = probs[cue, targets[cue]] - filled_probs.gather(1, targets[cue, None]).squeeze(1)
-    out["cf_confidence_drop"][cue] = drop
-    out["cf_flip"][cue] = (filled_probs.argmax(dim=1) != predictions[cue]).float()
-
-    partners = paste_partners(labels, has_cue, predictions)
-    sources = (partners >= 0).nonzero().squeeze(1)
-    if sources.numel():
-        destination = filled[partners[sources]]
-        pasted = paste_region(destination, images[sources], spurious[sources])
-        moved = forward(pasted).float().argmax(dim=1) == labels[sources]
-        out["cf_paste"][sources] = moved.float()
+    probs = logits[cue].float().softmax(dim=1)
+    filled_probs = forward(fill_region(images[cue], spurious[cue], fill)).float().softmax(dim=1)
+    tracked = targets[cue, None].to(probs.device)
+    out["cf_confidence_drop"][cue] = (probs.gather(1, tracked) - filled_probs.gather(1, tracked)).squeeze(1)
+    out["cf_flip"][cue] = (filled_probs.argmax(dim=1) != probs.argmax(dim=1)).float()
     return out
 
 
-__all__ = ["counterfactual_scores", "fill_region", "paste_partners", "paste_region"]
+@torch.no_grad()
+def paste_moves(
+    forward: Callable[[Tensor], Tensor],
+    sources: Tensor,
+    source_regions: Tensor,
+    source_labels: Tensor,
+    partners: Tensor,
+    partner_regions: Tensor,
+    fill: Fill = "blur",
+) -> Tensor:
+    """The paste test: does a source's cue, pasted into its partner, move the partner to the source's class?
+
+    Each partner's own spurious region is filled first (see :func:`fill_region`), so only the pasted cue
+    is left to decide.
+
+    Args:
+        forward: the model in eval mode, ``images -> logits``.
+        sources: float [M, C, H, W], images carrying a cue.
+        source_regions: bool [M, H, W], their spurious regions (the cue to paste).
+        source_labels: long [M], their classes.
+        partners: float [M, C, H, W], the images of other classes to paste into.
+        partner_regions: bool [M, H, W], the partners' own spurious regions.
+        fill: see :func:`fill_region`.
+
+    Returns:
+        float tensor [M]: 1.0 where the pasted image is predicted as the source's class.
+    """
+    pasted = paste_region(fill_region(partners, partner_regions, fill), sources, source_regions)
+    return (forward(pasted).argmax(dim=1) == source_labels.to(pasted.device)).float()
+
+
+__all__ = ["coarse_blur", "fill_region", "fill_scores", "paste_moves", "paste_partners", "paste_region"]
