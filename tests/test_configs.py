@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from cam_audit import CamAudit, ShortcutPolicy
-from cam_audit.probe.spec import SyntheticProbe
+from cam_audit.errors import CamAuditError
+from cam_audit.probe.spec import CsvProbe, SyntheticProbe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -80,3 +82,31 @@ def test_audit_config_typo_fails_at_parse_time(tmp_path):
         data["policy"]["max_spurious_lfit"] = data["policy"].pop("max_spurious_lift")
 
     assert main(["--config", str(_with(CONFIGS / "audit.yaml", tmp_path, typo))]) == 2
+
+
+def test_a_probe_source_takes_a_transform_from_yaml_and_resizes_images_with_their_regions(tmp_path):
+    from PIL import Image
+
+    from cam_audit.cli.audit_cmd import build_parser
+
+    for name, (height, width) in {"a.png": (12, 16), "b.png": (24, 20)}.items():
+        Image.fromarray(np.zeros((height, width, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "probe.csv").write_text(
+        "image,label,role,x_min,y_min,x_max,y_max,mask\na.png,cat,object,0,0,8,6,\nb.png,dog,object,0,0,10,24,\n"
+    )
+    probe_yaml = {
+        "class_path": "cam_audit.probe.spec.CsvProbe",
+        "init_args": {
+            "manifest_csv": str(tmp_path / "probe.csv"),
+            "transform": {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": [8, 8]}},
+        },
+    }
+    parser = build_parser()
+    config = parser.parse_object({"model": "m", "checkpoint": "c", "probe": probe_yaml})
+    probe = parser.instantiate(config).probe.load()
+    batch = next(probe.batches(2))  # 12x16 and 24x20 images share a batch once resized
+    assert tuple(batch.images.shape) == (2, 3, 8, 8)
+    assert batch.regions[0].sum() == 4 * 4 and batch.regions[1].sum() == 4 * 8  # boxes resized with them
+    without = CsvProbe(tmp_path / "probe.csv")
+    with pytest.raises(CamAuditError, match="Resize"):
+        next(without.load().batches(2))

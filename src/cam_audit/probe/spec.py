@@ -10,18 +10,27 @@ the probe set. ``CamAudit(probe=...)`` and ``cam-audit audit`` accept either, so
       init_args:
         annotation_json: probe/instances.json
         image_dir: probe/images
+        transform:                      # optional: any torchvision.transforms.v2 transform
+          class_path: torchvision.transforms.v2.Resize
+          init_args: {size: [224, 224]}
 
-Relative paths are relative to the working directory the command runs in.
+Relative paths are relative to the working directory the command runs in. The ``transform`` is applied
+jointly to each image and its regions, as ``ProbeSet(transform=...)`` does: images of different sizes
+need a ``Resize`` to share a batch.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cam_audit.probe.probeset import ProbeSet
+
+#: How a config names a transform: anything called as ``transform(image, target)``, e.g. a
+#: ``torchvision.transforms.v2`` transform given by ``class_path`` and ``init_args``.
+Transform = Callable[..., Any]
 
 
 class ProbeSource(ABC):
@@ -49,6 +58,7 @@ class CocoProbe(ProbeSource):
         image_dir: folder the images' ``file_name`` are relative to.
         spurious_categories: category names or ids whose annotations are spurious regions.
         categories: ``{category id or name: class index}``; default: the other categories, by id.
+        transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
     """
 
     def __init__(
@@ -57,11 +67,13 @@ class CocoProbe(ProbeSource):
         image_dir: str | Path,
         spurious_categories: Sequence[str | int] = ("watermark",),
         categories: dict[str | int, int] | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.annotation_json = annotation_json
         self.image_dir = image_dir
         self.spurious_categories = tuple(spurious_categories)
         self.categories = categories
+        self.transform = transform
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_coco(
@@ -69,6 +81,7 @@ class CocoProbe(ProbeSource):
             self.image_dir,
             spurious_categories=self.spurious_categories,
             categories=self.categories,
+            transform=self.transform,
         )
 
 
@@ -78,14 +91,18 @@ class CsvProbe(ProbeSource):
     Args:
         manifest_csv: path of the CSV; image and mask paths in it are relative to it.
         classes: class names in index order; default: the names in the CSV, sorted.
+        transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
     """
 
-    def __init__(self, manifest_csv: str | Path, classes: list[str] | None = None) -> None:
+    def __init__(
+        self, manifest_csv: str | Path, classes: list[str] | None = None, transform: Transform | None = None
+    ) -> None:
         self.manifest_csv = manifest_csv
         self.classes = classes
+        self.transform = transform
 
     def load(self) -> ProbeSet:
-        return ProbeSet.from_csv(self.manifest_csv, classes=self.classes)
+        return ProbeSet.from_csv(self.manifest_csv, classes=self.classes, transform=self.transform)
 
 
 class MaskDirProbe(ProbeSource):
@@ -97,6 +114,7 @@ class MaskDirProbe(ProbeSource):
         labels_csv: CSV with columns ``image`` and ``label``.
         spurious_mask_dir: optional folder of spurious-cue masks.
         classes: class names in index order.
+        transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
     """
 
     def __init__(
@@ -106,12 +124,14 @@ class MaskDirProbe(ProbeSource):
         labels_csv: str | Path,
         spurious_mask_dir: str | Path | None = None,
         classes: list[str] | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.image_dir = image_dir
         self.mask_dir = mask_dir
         self.labels_csv = labels_csv
         self.spurious_mask_dir = spurious_mask_dir
         self.classes = classes
+        self.transform = transform
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_mask_dir(
@@ -120,6 +140,7 @@ class MaskDirProbe(ProbeSource):
             self.labels_csv,
             spurious_mask_dir=self.spurious_mask_dir,
             classes=self.classes,
+            transform=self.transform,
         )
 
 
