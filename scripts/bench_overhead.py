@@ -11,10 +11,11 @@ load on a shared machine hits both alike; the median of each is compared:
     python scripts/bench_overhead.py --no-counterfactual --every-n-epochs 2   # cheaper settings
 
 Prints one line per run, then the medians and ``overhead = audited / plain - 1``. Seeds are fixed, so
-both arms train on the same batches; only the audit differs. Last, it prints the floor: the time of one
-plain no-grad forward pass over the probe, once per audit, as a share of the plain fit. No audit that
-computes maps can cost less than that (Grad-CAM++ needs that forward; the counterfactual tests add about
-one more each).
+both arms train on the same batches; only the audit differs. Both arms also time the floor: one plain
+no-grad forward of the model over the probe at every validation end (excluded from the fit times). No
+audit that computes maps can cost less than that forward (Grad-CAM++ needs it; the counterfactual tests
+add about one more each). A shared machine's speed drifts between runs, so the audits' and the floor's
+shares are also given within each run, against the training time of that same run.
 """
 
 from __future__ import annotations
@@ -50,24 +51,51 @@ class TimedCamAudit(CamAudit):
             self.cpu_seconds += time.process_time() - started_cpu
 
 
+class FloorForward(pl.Callback):
+    """Times one plain no-grad eval forward of the model over the probe's images at every validation end,
+    in both arms: the floor, measured in the same run and at the same moment as the audit it bounds."""
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        self.images = images
+        self.seconds = 0.0
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        was_training = pl_module.training
+        pl_module.eval()  # eval BatchNorm and no RNG: training is not disturbed
+        started = time.perf_counter()
+        with torch.no_grad():
+            for batch in self.images:
+                pl_module(batch)
+        self.seconds += time.perf_counter() - started
+        pl_module.train(was_training)
+
+
 @dataclass
 class Fit:
-    """One fit: wall and process CPU seconds, and how much of each was spent inside the audits."""
+    """One fit: wall and process CPU seconds, the audits' share of them and the floor forwards'."""
 
     wall: float
     cpu: float
+    floor: float
     audit_wall: float = 0.0
     audit_cpu: float = 0.0
     audits: int = 0
-    model: SceneClassifier | None = None
+
+    @property
+    def training(self) -> float:
+        """Wall seconds of the fit less the audits and the floor forwards."""
+        return self.wall - self.floor - self.audit_wall
 
 
 def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None) -> Fit:
     """One seeded fit of the demo model, with or without the audit."""
     pl.seed_everything(0, workers=True, verbose=False)
-    callbacks = []
+    probe = make_scenes(args.probe_size, watermark="correlated", seed=2024).to_probe()
+    floor = FloorForward([batch.images for batch in probe.batches(64)])
+    callbacks: list[pl.Callback] = [floor]
     if audited:
-        probe = make_scenes(args.probe_size, watermark="correlated", seed=2024).to_probe()
         callbacks.append(
             TimedCamAudit(
                 probe,
@@ -95,9 +123,9 @@ def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None 
     started, started_cpu = time.perf_counter(), time.process_time()
     model = SceneClassifier(num_classes=3)
     trainer.fit(model, datamodule=data)
-    result = Fit(time.perf_counter() - started, time.process_time() - started_cpu, model=model)
-    if callbacks:
-        audit = callbacks[0]
+    result = Fit(time.perf_counter() - started, time.process_time() - started_cpu, floor.seconds)
+    if audited:
+        audit = callbacks[1]
         result.audit_wall, result.audit_cpu, result.audits = audit.seconds, audit.cpu_seconds, audit.n_audits
     return result
 
@@ -137,48 +165,35 @@ def main() -> None:
             audited.append(fit(Path(tmp) / f"audit{repeat}", args, audited=True))
             p, a = plain[-1], audited[-1]
             print(
-                f"run {repeat + 1}: without {p.wall:6.2f} s wall {p.cpu:6.2f} s CPU | with "
-                f"{a.wall:6.2f} s wall {a.cpu:6.2f} s CPU, of which {a.audit_wall:.2f} s wall "
-                f"{a.audit_cpu:.2f} s CPU in {a.audits} audits"
+                f"run {repeat + 1}: without {p.wall:6.2f} s wall {p.cpu:6.2f} s CPU | with {a.wall:6.2f} s "
+                f"wall {a.cpu:6.2f} s CPU, of which {a.audit_wall:.2f} s in {a.audits} audits | floor "
+                f"forwards {p.floor:.2f} s / {a.floor:.2f} s"
             )
 
-    def median(runs: list[Fit], field: str) -> float:
-        return statistics.median(getattr(run, field) for run in runs)
-
-    base_wall, base_cpu = median(plain, "wall"), median(plain, "cpu")
-    with_wall, with_cpu = median(audited, "wall"), median(audited, "cpu")
-    audit_wall, audit_cpu = median(audited, "audit_wall"), median(audited, "audit_cpu")
-    audits = audited[0].audits
-    print(f"median fit without CamAudit: {base_wall:.2f} s wall, {base_cpu:.2f} s CPU")
-    print(f"median fit with CamAudit:    {with_wall:.2f} s wall, {with_cpu:.2f} s CPU")
+    median = statistics.median
+    # fit against fit: both arms less their floor forwards (instrumentation, not audit)
+    base = median([run.wall - run.floor for run in plain])
+    with_audit = median([run.wall - run.floor for run in audited])
+    base_cpu, with_cpu = median([run.cpu for run in plain]), median([run.cpu for run in audited])
+    print(f"median fit without CamAudit: {base:.2f} s wall, {base_cpu:.2f} s CPU (floor forwards excluded)")
+    print(f"median fit with CamAudit:    {with_audit:.2f} s wall, {with_cpu:.2f} s CPU")
     print(
-        f"overhead, fit against fit:   {with_wall / base_wall - 1:+.1%} wall, "
-        f"{with_cpu / base_cpu - 1:+.1%} CPU"
+        f"overhead, fit against fit:   {with_audit / base - 1:+.1%} wall, {with_cpu / base_cpu - 1:+.1%} CPU "
+        "(CPU includes the floor forwards in both arms)"
     )
+    # within each audited run: the audits against the training they rode along with
+    share = median([run.audit_wall / run.training for run in audited])
+    per_audit = median([run.audit_wall / run.audits for run in audited])
+    in_floors = median([run.audit_wall / run.floor for run in audited])
     print(
-        f"time inside the {audits} audits: {audit_wall / base_wall:+.1%} of the plain fit's wall time, "
-        f"{audit_cpu / base_cpu:+.1%} of its CPU time ({audit_wall / audits:.3f} s wall per audit)"
+        f"audits, same run: {share:+.1%} of that run's training time ({per_audit:.3f} s per audit, "
+        f"{in_floors:.1f}x the floor forwards timed beside them)"
     )
-    forward = probe_forward_seconds(audited[-1].model, args.probe_size)
+    floor_share = median([run.floor / run.training for run in plain + audited])
     print(
-        f"floor: one no-grad forward over the {args.probe_size}-image probe takes {forward:.3f} s; "
-        f"{audits} of them are {audits * forward / base_wall:+.1%} of the plain fit's wall time"
+        f"floor, same run: one no-grad forward over the {args.probe_size}-image probe per epoch is "
+        f"{floor_share:+.1%} of the training time"
     )
-
-
-def probe_forward_seconds(model: SceneClassifier, probe_size: int, repeats: int = 7) -> float:
-    """Median seconds of a plain no-grad eval forward of the trained model over the probe, batch 64."""
-    model.eval()
-    probe = make_scenes(probe_size, watermark="correlated", seed=2024).to_probe()
-    images = [batch.images for batch in probe.batches(64)]
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            started = time.perf_counter()
-            for batch in images:
-                model(batch)
-            times.append(time.perf_counter() - started)
-    return statistics.median(times[1:])
 
 
 if __name__ == "__main__":
