@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -37,6 +37,7 @@ from cam_audit.probe.spec import ProbeSource
 from cam_audit.report import AuditReport, ShortcutPolicy
 
 OnShortcut = Literal["warn", "stop", "raise"]
+T = TypeVar("T")
 
 
 class ShortcutDetected(CamAuditError):
@@ -280,10 +281,9 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         def precision_context() -> AbstractContextManager[Any]:  # one per use: it is a generator's context
             return precision.forward_context() if precision is not None else nullcontext()
 
-        failure: Exception | None = None
-        try:
+        def score_my_batches() -> pd.DataFrame:
             with precision_context():
-                samples = score_probe(
+                return score_probe(
                     self._engine,
                     self.probe,
                     self._scores,
@@ -297,19 +297,15 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
                     on_batch=keep_for_grid,
                     timings=timings,
                 )
-        except Exception as error:  # re-raised on every rank below, before any other collective
-            failure = error
-        _raise_if_any_rank_failed(trainer, failure, "scoring its slice of the probe")
-        samples = _gather_frames(samples, world)
-        # paste partners are chosen among all scored samples in probe order, as in a single process
-        pastes: dict[int, float] = {}
-        try:
+
+        def paste_my_cues(scored: pd.DataFrame) -> dict[int, float]:
+            # partners are chosen among all scored samples in probe order, as in a single process
             with precision_context():
-                pastes = score_pastes(
+                return score_pastes(
                     self._engine,
                     self.probe,
                     self._scores,
-                    samples,
+                    scored,
                     indices=indices,
                     counterfactual=with_counterfactual,
                     batch_size=self.batch_size,
@@ -317,10 +313,13 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
                     device=pl_module.device,
                     timings=timings,
                 )
-        except Exception as error:
-            failure = error
-        _raise_if_any_rank_failed(trainer, failure, "pasting its cues into other samples")
-        samples = with_pastes(samples, _gather_dicts(pastes, world))
+
+        mine = _on_every_rank(trainer, "scoring its slice of the probe", score_my_batches)
+        samples = pd.concat(_gather(mine, world), ignore_index=True)
+        pastes = _on_every_rank(
+            trainer, "pasting its cues into other samples", lambda: paste_my_cues(samples)
+        )
+        samples = with_pastes(samples, {k: v for part in _gather(pastes, world) for k, v in part.items()})
         best_before = None if math.isnan(self.best_focus_lift) else self.best_focus_lift
         meta = {
             "epoch": trainer.current_epoch,
@@ -348,17 +347,15 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         self._log_scalars(pl_module, report, with_counterfactual)
         # Trainer.log_dir is a broadcast: every rank asks for it, only rank 0 writes
         log_dir = Path(trainer.log_dir or trainer.default_root_dir) if self.write_reports else None
-        failure = None
-        if trainer.is_global_zero:
-            try:
-                grid = _grid(drawn) if drawn else None
-                log_audit_media(trainer, report, grid, self.prefix)
-                if log_dir is not None:
-                    is_best = self.best_epoch == trainer.current_epoch
-                    write_reports(log_dir, report, self.prefix, is_best=is_best)
-            except Exception as error:  # re-raised below, after the other ranks have heard of it
-                failure = error
-        _raise_if_any_rank_failed(trainer, failure, "logging images and writing reports")
+
+        def log_and_write() -> None:  # rank 0 only; the other ranks still hear whether it failed
+            if not trainer.is_global_zero:
+                return
+            log_audit_media(trainer, report, _grid(drawn) if drawn else None, self.prefix)
+            if log_dir is not None:
+                write_reports(log_dir, report, self.prefix, is_best=self.best_epoch == trainer.current_epoch)
+
+        _on_every_rank(trainer, "logging images and writing reports", log_and_write)
         self.last_report = report
         self._act_on_verdict(trainer, report)
 
@@ -452,14 +449,19 @@ def _grid(drawn: list[tuple[Tensor, Tensor, Tensor, Tensor, list[str]]]) -> Tens
     return overlay_grid(images, maps, regions, spurious, captions=captions)
 
 
-def _raise_if_any_rank_failed(trainer: pl.Trainer, failure: Exception | None, step: str) -> None:
-    """Raise on every rank when ``step`` failed on any rank.
+def _on_every_rank(trainer: pl.Trainer, step: str, work: Callable[[], T]) -> T:
+    """``work()``, raising on every rank when it failed on any rank.
 
     An error on one rank alone would leave the others waiting forever in the next collective (the
     metric sync, the gather of per-sample rows, ``ModelCheckpoint``); so every rank joins one
     all-reduce of "did it fail here" and all of them raise: the failing rank its own error, the others a
     :class:`~cam_audit.errors.CamAuditError` pointing at it.
     """
+    failure: Exception | None = None
+    try:
+        result = work()
+    except Exception as error:  # re-raised below, after the other ranks have heard of it
+        failure = error
     if trainer.world_size > 1:
         failed_anywhere = trainer.strategy.reduce_boolean_decision(failure is not None, all=False)
     else:
@@ -471,24 +473,16 @@ def _raise_if_any_rank_failed(trainer: pl.Trainer, failure: Exception | None, st
             f"CamAudit stopped on rank {trainer.global_rank}: another rank failed while {step}; its "
             "traceback (in that rank's output) says why"
         )
+    return result
 
 
-def _gather_frames(frame: pd.DataFrame, world_size: int) -> pd.DataFrame:
-    """Every rank's per-sample rows on every rank (a collective when world_size > 1)."""
+def _gather(value: T, world_size: int) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (a collective when world_size > 1)."""
     if world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return frame
-    frames: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(frames, frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _gather_dicts(values: dict[int, float], world_size: int) -> dict[int, float]:
-    """Every rank's ``{position: value}`` merged on every rank (a collective when world_size > 1)."""
-    if world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return values
-    parts: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(parts, values)
-    return {position: value for part in parts for position, value in part.items()}
+        return [value]
+    values: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(values, value)
+    return values
 
 
 def _versions() -> dict[str, str]:

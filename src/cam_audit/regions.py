@@ -72,8 +72,8 @@ def boxes_to_mask(boxes: Tensor, canvas_size: tuple[int, int]) -> Tensor:
             "pass one row per box, e.g. boxes.reshape(-1, 4)."
         )
     region = torch.zeros(height, width, dtype=torch.bool, device=boxes.device)
-    # a box is a rectangle of whole pixels, so it is filled as one slice: the audit rasterises every probe
-    # sample at every audit, and this is ~10x faster than comparing each pixel centre with each box
+    # a box covers a rectangle of whole pixels, so it is filled as one slice instead of comparing every
+    # pixel centre with every box
     for x_min, y_min, x_max, y_max in boxes.to(torch.float64).tolist():
         col_start, col_stop = _centre_span(x_min, x_max, width)
         row_start, row_stop = _centre_span(y_min, y_max, height)
