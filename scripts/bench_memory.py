@@ -22,8 +22,8 @@ import sys
 
 CHILD = """
 import sys, torch, torchvision
-from cam_audit.audit import audit
-from cam_audit.probe import make_scenes
+from cam_audit.pipeline import audit
+from cam_audit.synthetic import make_scenes
 
 n, batch_size, image_size = (int(v) for v in sys.argv[1:4])
 torch.manual_seed(0)

@@ -32,8 +32,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from cam_audit import CamAudit
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
-from cam_audit.probe import make_scenes
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
+from cam_audit.synthetic import make_scenes
 
 
 class TimedCamAudit(CamAudit):

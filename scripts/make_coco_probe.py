@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from cam_audit.probe import CLASS_NAMES, make_scenes
+from cam_audit.synthetic import CLASS_NAMES, make_scenes
 
 WATERMARK = "watermark"
 

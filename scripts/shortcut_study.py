@@ -37,9 +37,9 @@ import pandas as pd
 import torch
 
 from cam_audit import ShortcutPolicy, audit
-from cam_audit.cli.scenes import SceneClassifier
-from cam_audit.probe import SceneData, make_scenes
+from cam_audit.lightning.scenes import SceneClassifier
 from cam_audit.report import AuditReport
+from cam_audit.synthetic import SceneData, make_scenes
 
 Pool = Literal["avg", "max"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cam_audit.probe import make_scenes
+from cam_audit.synthetic import make_scenes
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +16,7 @@ def scene_probe():
 
 @pytest.fixture()
 def scene_model():
-    from cam_audit.cli.scenes import SceneClassifier
+    from cam_audit.lightning.scenes import SceneClassifier
 
     torch.manual_seed(0)
     return SceneClassifier(num_classes=3, width=8)

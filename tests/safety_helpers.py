@@ -9,8 +9,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
-from cam_audit.probe import ProbeSet, make_scenes
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
+from cam_audit.probe import ProbeSet
+from cam_audit.synthetic import make_scenes
 
 IMAGE_SIZE = 32
 

@@ -11,7 +11,8 @@ import torch
 
 from cam_audit import ShortcutPolicy, audit
 from cam_audit.errors import CamAuditError
-from cam_audit.probe import ProbeSet, make_scenes
+from cam_audit.probe import ProbeSet
+from cam_audit.synthetic import make_scenes
 
 DESIGN_KEYS = (
     "focus",
@@ -142,7 +143,7 @@ def test_bad_choices_raise(scene_model, scene_probe):
 @pytest.mark.slow
 def test_a_watermark_shortcut_shows_in_the_audit_and_the_counterfactual():
     """Train the same CNN on clean and on watermark-predicts-label scenes; the audit must tell them apart."""
-    from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+    from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 
     probe_scenes = make_scenes(48, watermark="correlated", seed=77)
     reports = {}

@@ -16,9 +16,9 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cam_audit import CamAudit, ShortcutPolicy
-from cam_audit.callback import ShortcutDetected, rank_indices
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
 from cam_audit.errors import CamAuditError, TargetLayerError
+from cam_audit.lightning import ShortcutDetected, rank_indices
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.report import AuditReport
 
 
@@ -188,7 +188,7 @@ def test_on_shortcut_raise_and_stop(tmp_path, scene_probe):
 
 
 def test_state_dict_round_trip_and_distinct_state_keys(scene_probe):
-    from cam_audit.probe import make_scenes
+    from cam_audit.synthetic import make_scenes
 
     audit = CamAudit(scene_probe, target_layer="features")
     audit.load_state_dict(

@@ -12,15 +12,15 @@ import torch
 import yaml
 
 from cam_audit import audit
-from cam_audit.audit import model_fingerprint
 from cam_audit.cli import main
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
-from cam_audit.probe.spec import SyntheticProbe
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
+from cam_audit.pipeline import model_fingerprint
 from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.synthetic import SyntheticProbe
 
-COCO = "cam_audit.probe.spec.CocoProbe"
+COCO = "cam_audit.probe.sources.CocoProbe"
 MISSING_COCO = {"annotation_json": "no.json", "image_dir": "."}
-SYNTHETIC = "cam_audit.probe.spec.SyntheticProbe"
+SYNTHETIC = "cam_audit.synthetic.SyntheticProbe"
 PROBE = {"n": 12, "watermark": "correlated", "seed": 7}
 
 
@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
 
 def _config(folder: Path, weights: Path, **overrides) -> Path:
     config = {
-        "model": "cam_audit.cli.scenes.SceneClassifier",
+        "model": "cam_audit.lightning.scenes.SceneClassifier",
         "checkpoint": str(weights),
         "probe": {"class_path": SYNTHETIC, "init_args": PROBE},
         "target_layer": "features",
@@ -123,7 +123,7 @@ def test_exit_code_follows_the_policy_like_gate(tmp_path, trained, capsys):
         ({"probe": {"class_path": SYNTHETIC, "init_args": {"seeed": 1}}}, "seeed"),
         ({"probe": {"class_path": COCO, "init_args": MISSING_COCO}}, "no.json"),
         ({"method": "gradcam+"}, "gradcam+"),
-        ({"model": "cam_audit.cli.scenes.SceneClassifer"}, "SceneClassifer"),
+        ({"model": "cam_audit.lightning.scenes.SceneClassifer"}, "SceneClassifer"),
         ({"target_layer": "layer5"}, "layer5"),
         ({"checkpoint": "missing.ckpt"}, "missing.ckpt"),
         ({"policy": {"max_flip_rate": 2.0}}, "max_flip_rate"),

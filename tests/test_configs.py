@@ -10,7 +10,8 @@ import yaml
 
 from cam_audit import CamAudit, ShortcutPolicy
 from cam_audit.errors import CamAuditError
-from cam_audit.probe.spec import CsvProbe, SyntheticProbe
+from cam_audit.probe.sources import CsvProbe
+from cam_audit.synthetic import SyntheticProbe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -36,7 +37,7 @@ def test_every_config_is_covered():
 def test_demo_config_builds_trainer_with_the_audit_and_a_checkpoint_on_focus_lift():
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+    from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 
     cli = _lightning_cli(CONFIGS / "demo.yaml")
     assert isinstance(cli.model, SceneClassifier) and isinstance(cli.datamodule, SceneDataModule)
@@ -69,7 +70,7 @@ def test_audit_config_parses_to_typed_objects(tmp_path):
     parser = build_parser()
     config = parser.parse_args(["--config", str(CONFIGS / "audit.yaml")])
     init = parser.instantiate(config)
-    assert init.model == "cam_audit.cli.scenes.SceneClassifier"
+    assert init.model == "cam_audit.lightning.scenes.SceneClassifier"
     assert init.probe == SyntheticProbe(n=96, watermark="correlated", seed=20000)
     assert init.policy == ShortcutPolicy()  # the config spells out the defaults
     assert init.target_layer == "features" and init.method == "gradcam++" and init.worst == 8
@@ -95,7 +96,7 @@ def test_a_probe_source_takes_a_transform_from_yaml_and_resizes_images_with_thei
         "image,label,role,x_min,y_min,x_max,y_max,mask\na.png,cat,object,0,0,8,6,\nb.png,dog,object,0,0,10,24,\n"
     )
     probe_yaml = {
-        "class_path": "cam_audit.probe.spec.CsvProbe",
+        "class_path": "cam_audit.probe.sources.CsvProbe",
         "init_args": {
             "manifest_csv": str(tmp_path / "probe.csv"),
             "transform": {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": [8, 8]}},

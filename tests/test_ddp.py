@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from cam_audit import audit
-from cam_audit.callback import CamAudit
 from cam_audit.errors import CamAuditError
+from cam_audit.lightning import CamAudit
 from cam_audit.report import AuditReport
 from safety_helpers import NoisyClassifier, tiny_probe
 
@@ -28,7 +28,7 @@ TIMEOUT_S = 400  # a deadlock fails the test instead of hanging the suite
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning"),
+    pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning"),
     pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available"),
 ]
 

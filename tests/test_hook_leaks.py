@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cam_audit import CamAudit
 from safety_helpers import NoisyClassifier, hook_count, tiny_probe, trainer_kwargs
 
-pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning", "ignore::UserWarning")
 
 AUDITS = 100
 RAISE_EVERY = 5  # every 5th audit raises inside the engine's forward, with its hook attached

@@ -14,9 +14,9 @@ from PIL import Image
 
 from cam_audit import ShortcutPolicy, audit
 from cam_audit.errors import CamAuditError
-from cam_audit.html import render_html, write_html
-from cam_audit.probe import make_scenes
-from cam_audit.visualize import overlay_grid, save_png
+from cam_audit.render import overlay_grid, save_png
+from cam_audit.render.html import render_html, write_html
+from cam_audit.synthetic import make_scenes
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -25,7 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 def audited(tmp_path_factory):
     """A report on 9 scenes with hostile class names and sample ids, and one overlay PNG per sample."""
     folder = tmp_path_factory.mktemp("page")
-    from cam_audit.cli.scenes import SceneClassifier
+    from cam_audit.lightning.scenes import SceneClassifier
 
     torch.manual_seed(0)
     model = SceneClassifier(width=8).eval()

@@ -8,12 +8,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-import cam_audit.callback as callback_module
+import cam_audit.lightning.callback as callback_module
 from cam_audit import CamAudit
-from cam_audit.audit import audit
+from cam_audit.pipeline import audit
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
 
-pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
 
 @pytest.fixture()

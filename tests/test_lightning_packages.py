@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from cam_audit import CamAudit
-from cam_audit.audit import audit
+from cam_audit.pipeline import audit
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe
 
 lightning_pytorch = pytest.importorskip("lightning.pytorch")
 
-pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
 
 class UnifiedSceneClassifier(lightning_pytorch.LightningModule):

@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 from PIL import Image
 
 from cam_audit import CamAudit, ShortcutPolicy
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
-from cam_audit.loggers import verdict_markdown
-from cam_audit.probe.spec import SyntheticProbe
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
+from cam_audit.lightning.sinks import verdict_markdown
+from cam_audit.synthetic import SyntheticProbe
 
 
 def _fit(tmp_path: Path, loggers: list) -> CamAudit:

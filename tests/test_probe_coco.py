@@ -14,8 +14,9 @@ from pycocotools import mask as coco_mask
 from torchvision.transforms import v2
 
 from cam_audit.errors import ProbeError
-from cam_audit.probe import CLASS_NAMES, ProbeSet, make_scenes
+from cam_audit.probe import ProbeSet
 from cam_audit.regions import boxes_to_mask
+from cam_audit.synthetic import CLASS_NAMES, make_scenes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_coco_probe.py"
 

@@ -178,7 +178,7 @@ def test_report_json_round_trip_keeps_infinities_ints_bools_and_text(tmp_path):
 
 
 def test_write_reports_writes_latest_and_best_with_the_same_bytes_and_appends_history(tmp_path):
-    from cam_audit.loggers import write_reports
+    from cam_audit.lightning.sinks import write_reports
 
     report = _report()
     report.meta.update(epoch=3, global_step=30)

@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from cam_audit import CamAudit, ShortcutPolicy
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
 
-pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
 HISTORY = ("best_focus_lift", "best_epoch", "first_flag_epoch", "n_audits")
 

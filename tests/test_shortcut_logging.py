@@ -10,7 +10,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cam_audit import CamAudit
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 
 PER_CLASS_KEYS = ("focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate")
 

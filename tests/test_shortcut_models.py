@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cam_audit import ShortcutPolicy, audit
-from cam_audit.cli.scenes import SceneClassifier
-from cam_audit.probe import SceneData, make_scenes
+from cam_audit.lightning.scenes import SceneClassifier
+from cam_audit.synthetic import SceneData, make_scenes
 
 SIZE = 32
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from cam_audit.errors import CamAuditError
-from cam_audit.probe import CLASS_NAMES, ProbeSet, SceneData, make_scenes
+from cam_audit.probe import ProbeSet
 from cam_audit.regions import boxes_to_mask
+from cam_audit.synthetic import CLASS_NAMES, SceneData, make_scenes
 
 FIELDS = (
     "images",

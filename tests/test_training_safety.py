@@ -11,7 +11,7 @@ import torch
 from cam_audit import CamAudit
 from safety_helpers import NoisyClassifier, fit, tiny_data, tiny_probe, trainer_kwargs
 
-pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.callback.ShortcutWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
 
 def _seeded_fit(tmp_path: Path, with_audit: bool) -> tuple[dict, dict, CamAudit | None]:
@@ -106,7 +106,7 @@ def test_probe_is_hashed_once_not_at_every_hook_call(tmp_path, monkeypatch):
 
 
 def test_an_audit_whose_last_batch_holds_one_sample_scores_it():
-    from cam_audit.audit import audit
+    from cam_audit.pipeline import audit
 
     torch.manual_seed(0)
     report = audit(NoisyClassifier(), tiny_probe(5), target_layer="features", batch_size=4)

@@ -10,8 +10,6 @@ runs without loading torch or Lightning.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -24,8 +22,8 @@ _EXPORTS = {
     "CamEngine": "cam_audit.cam",
     "CamResult": "cam_audit.cam",
     "ProbeSet": "cam_audit.probe",
-    "audit": "cam_audit.audit",
-    "CamAudit": "cam_audit.callback",
+    "audit": "cam_audit.pipeline",
+    "CamAudit": "cam_audit.lightning",
 }
 
 __all__ = [
@@ -42,10 +40,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from cam_audit.audit import audit
-    from cam_audit.callback import CamAudit
     from cam_audit.cam import CamEngine, CamResult
     from cam_audit.errors import CamAuditError
+    from cam_audit.lightning import CamAudit
+    from cam_audit.pipeline import audit
     from cam_audit.probe import ProbeSet
     from cam_audit.report import AuditReport, ShortcutPolicy, Verdict
 
@@ -60,19 +58,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """Keeps ``cam_audit.audit`` the function once the submodule of the same name is imported.
-
-    Importing ``cam_audit.audit`` (the module) binds it as the package attribute ``audit``, which would
-    hide the function ``audit`` that ``from cam_audit import audit`` promises.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType) and hasattr(value, name):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,8 +1,9 @@
-"""Errors raised by cam_audit.
+"""Errors and warnings raised by cam_audit.
 
-Every error is a :class:`CamAuditError` (a ``ValueError``), so ``except ValueError`` keeps working for
-callers that do not know this library. Messages name the sample, file, layer or argument at fault and
-say how to fix it.
+Bad input is a :class:`CamAuditError` (a ``ValueError``), so ``except ValueError`` keeps working for
+callers that do not know this library; its messages name the sample, file, layer or argument at fault and
+say how to fix it. A model that fails its audit is not bad input: :class:`ShortcutDetected` and
+:class:`ShortcutWarning` derive from :class:`AuditFinding` / ``UserWarning`` instead.
 """
 
 from __future__ import annotations
@@ -24,4 +25,24 @@ class ReportError(CamAuditError):
     """A report file cannot be read or does not match the expected schema."""
 
 
-__all__ = ["CamAuditError", "ProbeError", "ReportError", "TargetLayerError"]
+class AuditFinding(Exception):
+    """The audit ran and judged the model: raised when the user asked a failed verdict to stop the run."""
+
+
+class ShortcutDetected(AuditFinding):
+    """Raised by ``CamAudit(on_shortcut="raise")`` when the verdict fails."""
+
+
+class ShortcutWarning(UserWarning):
+    """Warned by ``CamAudit(on_shortcut="warn")`` when the verdict fails."""
+
+
+__all__ = [
+    "AuditFinding",
+    "CamAuditError",
+    "ProbeError",
+    "ReportError",
+    "ShortcutDetected",
+    "ShortcutWarning",
+    "TargetLayerError",
+]

@@ -5,8 +5,8 @@
     cam-audit audit --config configs/audit.yaml [--ckpt PATH] [--out DIR]
 
 The config names the model class (``model: package.module.Class``), its ``checkpoint``, the ``probe``
-(a :class:`~cam_audit.probe.spec.ProbeSource`: COCO, CSV, mask folder or synthetic scenes), and the
-options of :func:`cam_audit.audit` and its :class:`~cam_audit.report.ShortcutPolicy`. Every key is checked
+(a :class:`~cam_audit.probe.sources.ProbeSource`: COCO, CSV, mask folder or synthetic scenes), and the
+options of :func:`cam_audit.pipeline` and its :class:`~cam_audit.report.ShortcutPolicy`. Every key is checked
 when the config is parsed, so a typo fails at once. The command writes into ``--out``:
 
 - ``report.json`` and ``samples.csv`` (read them back with ``AuditReport.from_json``; gate them with
@@ -44,19 +44,19 @@ def build_parser() -> Any:
     """The jsonargparse parser of ``cam-audit audit`` (keys of the YAML config = long options)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from cam_audit.probe.spec import ProbeSource
+    from cam_audit.probe.sources import ProbeSource
 
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the keys below")
     parser.add_argument("--model", type=str, required=True,
-                        help="class path of the model, e.g. cam_audit.cli.scenes.SceneClassifier")
+                        help="class path of the model, e.g. cam_audit.lightning.scenes.SceneClassifier")
     parser.add_argument("--checkpoint", "--ckpt", type=str, required=True,
                         help="checkpoint file (Lightning .ckpt, or a state_dict for a plain nn.Module)")
     parser.add_argument("--model_args", type=dict[str, Any], default={},
                         help="constructor arguments of a plain nn.Module (a LightningModule restores its "
                         "own)")
     parser.add_argument("--probe", type=ProbeSource, required=True,
-                        help="probe set: class_path cam_audit.probe.spec.{CocoProbe,CsvProbe,MaskDirProbe,"
+                        help="probe set: class_path cam_audit.probe.sources.{CocoProbe,CsvProbe,MaskDirProbe,"
                         "SyntheticProbe} with its init_args")
     parser.add_argument("--target_layer", type=str | None, default=None,
                         help="dotted module name; default: the last layer with a spatial output")
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_audit(config: Any, parser: Any) -> AuditReport:
     """Load the model and probe of a parsed config, audit, write the outputs and print the verdict."""
     from cam_audit import audit
-    from cam_audit.html import write_html
+    from cam_audit.render.html import write_html
 
     # `instantiate` replaced `instantiate_classes` in jsonargparse 4.49
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
@@ -197,19 +197,19 @@ def _import_class(class_path: str) -> type:
     except (ImportError, AttributeError) as err:
         raise CamAuditError(
             f"model {class_path!r} cannot be imported ({_one_line(err)}); give the full class path of the "
-            "model, e.g. cam_audit.cli.scenes.SceneClassifier"
+            "model, e.g. cam_audit.lightning.scenes.SceneClassifier"
         ) from err
     if not isinstance(cls, type):
         raise CamAuditError(
             f"model {class_path!r} is not a class path; give package.module.ClassName, "
-            "e.g. cam_audit.cli.scenes.SceneClassifier"
+            "e.g. cam_audit.lightning.scenes.SceneClassifier"
         )
     return cls
 
 
 def _write_overlays(batch: Any, maps: Any, folder: Path) -> dict[int, Path]:
     """One PNG per sample: the image, its overlay and a colour bar, named by the sample's probe index."""
-    from cam_audit.visualize import overlay_grid, save_png
+    from cam_audit.render import overlay_grid, save_png
 
     images, regions, spurious = batch.images.cpu(), batch.regions.cpu(), batch.spurious.cpu()
     maps = maps.detach().cpu()

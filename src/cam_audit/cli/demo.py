@@ -19,13 +19,13 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from cam_audit.callback import CamAudit
 from cam_audit.cam import CamEngine
-from cam_audit.cli.scenes import SceneClassifier, SceneDataModule
+from cam_audit.lightning import CamAudit
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.metrics import functional as F
-from cam_audit.probe import SceneData, make_scenes
+from cam_audit.render import overlay_grid, save_png
 from cam_audit.report import AuditReport
-from cam_audit.visualize import overlay_grid, save_png
+from cam_audit.synthetic import SceneData, make_scenes
 
 RUNS = (("clean", "random"), ("watermark", "correlated"))
 TABLE_KEYS = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate")
@@ -158,7 +158,7 @@ def _quiet_lightning() -> None:
     import logging
     import warnings
 
-    from cam_audit.callback import ShortcutWarning
+    from cam_audit.lightning import ShortcutWarning
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)

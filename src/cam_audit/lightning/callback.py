@@ -1,6 +1,6 @@
 """``CamAudit``: audit the model on a probe set while it trains, and log it like any other metric.
 
-The callback is thin: :mod:`cam_audit.audit` does the work. It decides when to audit, gives each process
+The callback is thin: :mod:`cam_audit.pipeline` does the work. It decides when to audit, gives each process
 whole batches of the probe, logs ``cam_audit/<key>`` on every rank (so ``ModelCheckpoint`` and
 ``EarlyStopping`` can monitor it), draws overlays on rank 0, writes reports, keeps its history across
 resume, and turns a failed verdict into the action the user chose.
@@ -20,7 +20,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from cam_audit.audit import (
+from cam_audit.cam import CamEngine
+from cam_audit.errors import CamAuditError, ShortcutDetected, ShortcutWarning
+from cam_audit.lightning.sinks import log_audit_media, write_reports
+from cam_audit.pipeline import (
     AuditScores,
     build_report,
     class_names,
@@ -29,23 +32,12 @@ from cam_audit.audit import (
     score_probe,
     with_pastes,
 )
-from cam_audit.cam import CamEngine
-from cam_audit.errors import CamAuditError
-from cam_audit.loggers import log_audit_media, write_reports
 from cam_audit.probe import ProbeSet
-from cam_audit.probe.spec import ProbeSource
+from cam_audit.probe.sources import ProbeSource
 from cam_audit.report import AuditReport, ShortcutPolicy
 
 OnShortcut = Literal["warn", "stop", "raise"]
 T = TypeVar("T")
-
-
-class ShortcutDetected(CamAuditError):
-    """Raised by ``CamAudit(on_shortcut="raise")`` when the verdict fails."""
-
-
-class ShortcutWarning(UserWarning):
-    """Warned by ``CamAudit(on_shortcut="warn")`` when the verdict fails."""
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -72,7 +64,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
 
     Args:
         probe: images with object regions (and optionally spurious regions), or a
-            :class:`~cam_audit.probe.spec.ProbeSource` (how a YAML config declares one), loaded here.
+            :class:`~cam_audit.probe.sources.ProbeSource` (how a YAML config declares one), loaded here.
         target_layer: dotted module name, or None for the last layer with a spatial output.
         every_n_epochs: audit every this many epochs (the last epoch of a fit is always audited).
         method: ``"gradcam++"`` or ``"gradcam"``.
@@ -94,7 +86,7 @@ class CamAudit(*_callback_bases()):  # type: ignore[misc]
         reshape_transform: turns a token layer's output into [N, C, h, w] (ViTs).
         prefix: prefix of every logged name.
 
-    >>> from cam_audit.probe import make_scenes
+    >>> from cam_audit.synthetic import make_scenes
     >>> CamAudit(make_scenes(8).to_probe(), target_layer="features", every_n_epochs=2).every_n_epochs
     2
     """
@@ -442,7 +434,7 @@ def _last_epoch(trainer: pl.Trainer) -> bool:
 
 
 def _grid(drawn: list[tuple[Tensor, Tensor, Tensor, Tensor, list[str]]]) -> Tensor:
-    from cam_audit.visualize import overlay_grid
+    from cam_audit.render import overlay_grid
 
     images, maps, regions, spurious = (torch.cat([d[i] for d in drawn]) for i in range(4))
     captions = [c for d in drawn for c in d[4]]

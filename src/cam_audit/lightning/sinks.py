@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
+from cam_audit.render import hwc_uint8, png_bytes, save_png
 from cam_audit.report import AuditReport
-from cam_audit.visualize import hwc_uint8, png_bytes, save_png
 
 
 def log_audit_media(
@@ -108,7 +108,7 @@ def write_reports(
 
 def _tensorboard_image(writer: Any, tag: str, grid: Tensor, step: int) -> None:
     """``writer.add_image(tag, grid)``, with the PNG encoded at
-    :data:`cam_audit.visualize.PNG_COMPRESS_LEVEL`.
+    :data:`cam_audit.render.PNG_COMPRESS_LEVEL`.
 
     ``add_image`` always encodes at PIL's default level, which took a tenth of a second per audit for a
     16-image grid; torch's ``SummaryWriter`` gets the same image summary with the faster encoding, any

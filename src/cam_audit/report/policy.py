@@ -1,45 +1,20 @@
-"""Audit reports, the shortcut policy and its verdict.
+"""The shortcut policy and its verdict: thresholds on an audit's summary turned into readable findings.
 
-This module imports no torch, so ``cam-audit gate`` runs on any machine that has pandas.
-
-A report is what one audit produced: probe-wide ``summary`` numbers, a ``per_class`` table, one row per
-probe sample in ``samples``, the ``verdict`` of a :class:`ShortcutPolicy`, and ``meta`` (epoch, step,
-fingerprints, versions). ``AuditReport.to_json``/``from_json`` round-trip it exactly.
+Torch-free, like the rest of :mod:`cam_audit.report`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import operator
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import pandas as pd
 
 from cam_audit.errors import ReportError
-
-#: Summary keys every report carries (NaN where the probe gives no evidence for one).
-SUMMARY_KEYS = (
-    "focus",
-    "focus_lift",
-    "pointing_game",
-    "relevance_rank",
-    "spurious_mass",
-    "spurious_lift",
-    "cf_flip_rate",
-    "cf_confidence_drop",
-    "cf_paste_rate",
-    "accuracy",
-    "n_samples",
-    "n_degenerate",
-    "n_spurious",
-)
-
-REPORT_FORMAT = "cam_audit.report/1"
+from cam_audit.report.jsonio import from_json_number, number
 
 
 @dataclass(frozen=True)
@@ -80,7 +55,7 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
-        findings = tuple(Finding(**{k: _from_json_number(v) for k, v in f.items()}) for f in data["findings"])
+        findings = tuple(Finding(**{k: from_json_number(v) for k, v in f.items()}) for f in data["findings"])
         return cls(passed=bool(data["passed"]), findings=findings)
 
 
@@ -180,10 +155,10 @@ class ShortcutPolicy:
         findings = list(self._check(summary, "probe"))
         if self.per_class and per_class is not None:
             for name, row in per_class.iterrows():
-                if _number(row.get("n_scored", row.get("n_samples"))) >= self.min_class_samples:
+                if number(row.get("n_scored", row.get("n_samples"))) >= self.min_class_samples:
                     findings.extend(self._check(row.to_dict(), str(name)))
         if self.max_focus_drop is not None and best_focus_lift is not None:
-            current = _number(summary.get("focus_lift"))
+            current = number(summary.get("focus_lift"))
             if best_focus_lift > 0 and current < best_focus_lift * (1 - self.max_focus_drop):
                 drop = 1 - current / best_focus_lift
                 findings.append(
@@ -204,7 +179,7 @@ class ShortcutPolicy:
         findings = []
         for rule in _THRESHOLD_RULES:
             threshold = getattr(self, rule.name)
-            value = _number(values.get(rule.key))
+            value = number(values.get(rule.key))
             if threshold is not None and rule.fails(value, threshold):  # NaN fails no comparison
                 message = rule.describe(value, threshold, where, values)
                 findings.append(Finding(rule.name, rule.key, value, threshold, scope, message))
@@ -221,7 +196,7 @@ class _ThresholdRule(NamedTuple):
 
 
 def _focus_message(lift: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
-    focus = _number(values.get("focus"))
+    focus = number(values.get("focus"))
     return (
         f"focus_lift {lift:.2f} < {threshold:.2f}{where}: only {focus:.0%} of heatmap mass falls on the "
         "object"
@@ -229,7 +204,7 @@ def _focus_message(lift: float, threshold: float, where: str, values: Mapping[st
 
 
 def _spurious_message(lift: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
-    mass = _number(values.get("spurious_mass"))
+    mass = number(values.get("spurious_mass"))
     area = mass / lift if lift > 0 else math.nan
     return (
         f"spurious_lift {lift:.2f} > {threshold:.2f}{where}: {mass:.0%} of heatmap mass sits on {area:.1%} "
@@ -238,7 +213,7 @@ def _spurious_message(lift: float, threshold: float, where: str, values: Mapping
 
 
 def _flip_message(flip: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
-    drop = _number(values.get("cf_confidence_drop"))
+    drop = number(values.get("cf_confidence_drop"))
     return (
         f"cf_flip_rate {flip:.2f} > {threshold:.2f}{where}: filling the spurious region changes {flip:.0%} "
         f"of predictions (target probability falls by {drop:.2f} on average)"
@@ -260,176 +235,4 @@ _THRESHOLD_RULES = (
 )
 
 
-@dataclass
-class AuditReport:
-    """What one audit found.
-
-    Attributes:
-        summary: probe-wide numbers, keys as in :data:`SUMMARY_KEYS` (NaN where there is no evidence).
-        samples: one row per probe sample (``sample_id``, ``label``, ``target``, ``prediction``,
-            ``focus``, ``focus_lift``, ...).
-        per_class: one row per class (index: class name) with the summary keys.
-        verdict: the policy's :class:`Verdict`.
-        policy: the :class:`ShortcutPolicy` that produced it.
-        meta: epoch, step, target layer, method, fingerprints, versions.
-    """
-
-    summary: dict[str, float]
-    samples: pd.DataFrame
-    per_class: pd.DataFrame
-    verdict: Verdict
-    policy: ShortcutPolicy
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict.passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": REPORT_FORMAT,
-            "summary": {k: _to_json_number(v) for k, v in self.summary.items()},
-            "verdict": _clean(self.verdict.to_dict()),
-            "policy": self.policy.to_dict(),
-            "meta": _clean(self.meta),
-            "per_class": _frame_to_json(self.per_class),
-            "samples": _frame_to_json(self.samples),
-        }
-
-    def to_json(self, path: str | os.PathLike) -> Path:
-        """Write the report as JSON (NaN written as ``null``); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        # one top-level field per line, each written compactly: json's C encoder only runs without
-        # ``indent``, and the per-sample table of a large probe took most of an audit's report time
-        fields = (
-            f"{json.dumps(key)}: {json.dumps(value, allow_nan=False, separators=(',', ':'))}"
-            for key, value in self.to_dict().items()
-        )
-        tmp.write_text("{\n" + ",\n".join(fields) + "\n}\n")
-        tmp.replace(path)
-        return path
-
-    def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the per-sample table as CSV; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.samples.to_csv(path, index=False)
-        return path
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AuditReport:
-        if data.get("format") != REPORT_FORMAT:
-            raise ReportError(
-                f"not a cam_audit report (format {data.get('format')!r}, expected {REPORT_FORMAT!r}); "
-                "write reports with AuditReport.to_json or `cam-audit audit`"
-            )
-        try:
-            return cls(
-                summary={k: _from_json_number(v) for k, v in data["summary"].items()},
-                samples=_frame_from_json(data["samples"]),
-                per_class=_frame_from_json(data["per_class"]),
-                verdict=Verdict.from_dict(data["verdict"]),
-                policy=ShortcutPolicy.from_dict(data["policy"]),
-                meta=dict(data.get("meta", {})),
-            )
-        except (KeyError, TypeError) as err:
-            raise ReportError(f"report is missing or has a malformed field: {err}") from err
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> AuditReport:
-        """Read a report written by :meth:`to_json`.
-
-        Raises:
-            ReportError: the file is missing, is not JSON, or is not a cam_audit report.
-        """
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as err:
-            raise ReportError(f"report file {path} does not exist") from err
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ReportError(f"report file {path} is not readable JSON: {err}") from err
-        if not isinstance(data, dict):
-            raise ReportError(f"report file {path} holds a JSON {type(data).__name__}, not a report object")
-        try:
-            return cls.from_dict(data)
-        except ReportError as err:
-            raise ReportError(f"{path}: {err}") from err
-
-    def with_verdict(self, policy: ShortcutPolicy, best_focus_lift: float | None = None) -> AuditReport:
-        """The same report judged by another policy."""
-        verdict = policy.evaluate(self.summary, self.per_class, best_focus_lift)
-        return AuditReport(self.summary, self.samples, self.per_class, verdict, policy, dict(self.meta))
-
-
-def _number(value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _to_json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
-def _from_json_number(value: Any) -> Any:
-    if value is None:
-        return math.nan
-    if value in ("inf", "-inf"):
-        return float(value)
-    return value
-
-
-def _clean(value: Any) -> Any:
-    """Make nested meta data JSON-safe (NaN -> null, tuples -> lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        value = value.item()
-    return _to_json_number(value)
-
-
-def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
-    columns = [_column_to_json(frame.iloc[:, position]) for position in range(frame.shape[1])]
-    return {
-        "index": [_clean(i) for i in frame.index.tolist()],
-        "index_name": frame.index.name,
-        "columns": [str(c) for c in frame.columns],
-        "dtypes": [str(t) for t in frame.dtypes],
-        "data": [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in frame.index],
-    }
-
-
-def _column_to_json(column: pd.Series) -> list[Any]:
-    """A column as JSON-safe Python values (``tolist`` already gives Python numbers for numeric dtypes)."""
-    values = column.tolist()
-    if column.dtype.kind == "f":
-        return [_to_json_number(v) for v in values]
-    if column.dtype.kind in "iub":
-        return values
-    return [_clean(v) for v in values]
-
-
-def _frame_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
-    frame = pd.DataFrame(data["data"], columns=data["columns"], index=data["index"])
-    frame.index.name = data.get("index_name")
-    for column, dtype in zip(data["columns"], data["dtypes"], strict=True):
-        if dtype.startswith("float"):
-            frame[column] = frame[column].map(_from_json_number).astype(dtype)
-        elif dtype.startswith(("int", "bool")):
-            frame[column] = frame[column].astype(dtype)
-    if len(frame.index) and all(isinstance(i, int) for i in data["index"]):
-        frame.index = frame.index.astype("int64")
-    return frame
-
-
-__all__ = ["SUMMARY_KEYS", "AuditReport", "Finding", "ShortcutPolicy", "Verdict"]
+__all__ = ["Finding", "ShortcutPolicy", "Verdict"]

@@ -1,7 +1,8 @@
-"""A small CNN and data module for the synthetic scenes: the model the demo and the configs train.
+"""The scene CNN and the synthetic scenes as a LightningModule and a LightningDataModule: what the demo,
+the configs and the Lightning tests train.
 
-``SceneClassifier`` is deliberately small (three conv blocks, about 25k parameters) so it trains in
-seconds on a CPU; its last conv block is ``features``, the layer the audit explains.
+``SceneClassifier`` has the layers of :class:`cam_audit.synthetic.SceneNet` under the same names; its last
+conv block is ``features``, the layer the audit explains.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from cam_audit.probe import make_scenes
+from cam_audit.synthetic import make_scenes
+from cam_audit.synthetic.model import scene_forward, scene_layers
 
 Watermark = Literal["none", "correlated", "random"]
 
@@ -34,19 +36,10 @@ class SceneClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-            )
-
-        self.stem = nn.Sequential(block(3, width), nn.MaxPool2d(2), block(width, 2 * width), nn.MaxPool2d(2))
-        self.features = block(2 * width, 4 * width)
-        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
-        self.head = nn.Linear(4 * width, num_classes)
+        scene_layers(self, num_classes, width, pool)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.pool(self.features(self.stem(images))).flatten(1))
+        return scene_forward(self, images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -69,7 +62,7 @@ class SceneClassifier(pl.LightningModule):
 
 
 class SceneDataModule(pl.LightningDataModule):
-    """Training and validation scenes (see :func:`cam_audit.probe.make_scenes`).
+    """Training and validation scenes (see :func:`cam_audit.synthetic.make_scenes`).
 
     Args:
         watermark: ``"random"`` (a tag in a random corner: no information), ``"correlated"`` (the tag's

@@ -1,0 +1,21 @@
+"""Counterfactual interventions: fill a region, paste a cue into other images, and score what changes."""
+
+from cam_audit.counterfactual.interventions import (
+    Fill,
+    coarse_blur,
+    fill_region,
+    fill_scores,
+    paste_moves,
+    paste_partners,
+    paste_region,
+)
+
+__all__ = [
+    "Fill",
+    "coarse_blur",
+    "fill_region",
+    "fill_scores",
+    "paste_moves",
+    "paste_partners",
+    "paste_region",
+]
