@@ -84,7 +84,10 @@ def test_metrics_score_any_map_without_the_engine(path):
     assert not any(name.startswith("cam_audit.cam") for name in _imports(path))
 
 
-TORCH_FREE = [*sorted((PACKAGE / "report").rglob("*.py")), *(PACKAGE / p for p in ("keys.py", "errors.py", "cli/gate.py"))]
+TORCH_FREE = [
+    *sorted((PACKAGE / "report").rglob("*.py")),
+    *(PACKAGE / p for p in ("keys.py", "errors.py", "cli/gate.py")),
+]
 
 
 @pytest.mark.parametrize("path", TORCH_FREE, ids=_rel)
