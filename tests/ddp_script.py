@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cam_audit import CamAudit  # noqa: E402
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe  # noqa: E402
+from test_happy_path_warnings import ours  # noqa: E402
 
 PROBE_SIZE = 13  # batches of 4: rank 0 audits batches 0 and 2 (8 samples), rank 1 batches 1 and 3 (5)
 BATCH_SIZE = 4
@@ -79,10 +81,12 @@ def main() -> None:
         callbacks=[audit, checkpoint],
     )
     error = None
-    try:
-        trainer.fit(model, datamodule=tiny_data(batch_size=8))
-    except Exception as exc:  # recorded for the test, which decides what was expected
-        error = f"{type(exc).__name__}: {exc}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            trainer.fit(model, datamodule=tiny_data(batch_size=8))
+        except Exception as exc:  # recorded for the test, which decides what was expected
+            error = f"{type(exc).__name__}: {exc}"
     rank = trainer.global_rank
     logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("cam_audit/")}
     result = {
@@ -95,6 +99,7 @@ def main() -> None:
         "report_samples": None if audit.last_report is None else len(audit.last_report.samples),
         "best_model_path": checkpoint.best_model_path,
         "best_model_score": _number(checkpoint.best_model_score),
+        "warnings_from_cam_audit": ours(caught),
     }
     if rank == 0 and error is None:
         torch.save(model.state_dict(), args.out / "weights.pt")

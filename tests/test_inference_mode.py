@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-import cam_audit.lightning.callback as callback_module
+import cam_audit.pipeline.scoring as scoring_module
 from cam_audit import CamAudit
 from cam_audit.pipeline import audit
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWar
 def score_calls(monkeypatch):
     """Every call of score_probe made by the callback: the indices it scored and the modes it ran in."""
     calls: list[dict] = []
-    real = callback_module.score_probe
+    real = scoring_module.score_probe
 
     def spy(*args, **kwargs):
         calls.append(
@@ -28,7 +28,7 @@ def score_calls(monkeypatch):
         )
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(callback_module, "score_probe", spy)
+    monkeypatch.setattr(scoring_module, "score_probe", spy)
     return calls
 
 

@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-import cam_audit.lightning.callback as callback_module
+import cam_audit.pipeline.scoring as scoring_module
 from cam_audit import CamAudit
 from cam_audit.pipeline import audit
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWar
 def audit_batches(monkeypatch):
     """For each audited batch: the dtype of the target layer's output and of the map."""
     seen: list[tuple[torch.dtype, torch.dtype]] = []
-    real = callback_module.score_probe
+    real = scoring_module.score_probe
 
     def spy(engine, *args, **kwargs):
         layer_dtypes: list[torch.dtype] = []
@@ -27,14 +27,15 @@ def audit_batches(monkeypatch):
 
         def on_batch(batch, maps, rows):
             seen.append((layer_dtypes[-1], maps.dtype))
-            user_on_batch(batch, maps, rows)
+            if user_on_batch is not None:  # audit() of the reference passes none
+                user_on_batch(batch, maps, rows)
 
         try:
             return real(engine, *args, **{**kwargs, "on_batch": on_batch})
         finally:
             handle.remove()
 
-    monkeypatch.setattr(callback_module, "score_probe", spy)
+    monkeypatch.setattr(scoring_module, "score_probe", spy)
     return seen
 
 

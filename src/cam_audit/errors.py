@@ -8,6 +8,9 @@ say how to fix it. A model that fails its audit is not bad input: :class:`Shortc
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 
 class CamAuditError(ValueError):
     """Bad input to cam_audit: the message names what is wrong and how to fix it."""
@@ -23,6 +26,25 @@ class ProbeError(CamAuditError):
 
 class ReportError(CamAuditError):
     """A report file cannot be read or does not match the expected schema."""
+
+
+def check_choice(name: str, value: Any, choices: Collection[str]) -> None:
+    """Raise a :class:`CamAuditError` listing the valid ``choices`` when ``value`` is not one of them.
+
+    >>> check_choice("method", "gradcam", ("gradcam++", "gradcam"))
+    >>> check_choice("method", "gradcam+", ("gradcam++", "gradcam"))
+    Traceback (most recent call last):
+    ...
+    cam_audit.errors.CamAuditError: method must be one of 'gradcam++', 'gradcam'; got 'gradcam+'
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise CamAuditError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise a :class:`CamAuditError` unless ``value`` is an int >= 1 (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CamAuditError(f"{name} must be a positive int, got {value!r}")
 
 
 class AuditFinding(Exception):
@@ -45,4 +67,6 @@ __all__ = [
     "ShortcutDetected",
     "ShortcutWarning",
     "TargetLayerError",
+    "check_choice",
+    "check_positive_int",
 ]

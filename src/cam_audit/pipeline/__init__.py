@@ -1,11 +1,14 @@
-"""One audit pipeline for :func:`audit` and the Lightning callback: score, counterfactual, finish."""
+"""One audit pipeline for :func:`audit` and the Lightning callback: score -> counterfactual -> finish.
 
+:class:`AuditRun` holds the steps; the front ends differ only in the collectives they inject
+(:class:`LocalCollectives` for :func:`audit`, the Trainer's processes for the callback).
+"""
+
+from cam_audit.pipeline.collectives import Collectives, LocalCollectives, rank_indices
+from cam_audit.pipeline.offline import audit
+from cam_audit.pipeline.run import AuditRun, versions
 from cam_audit.pipeline.scoring import (
-    SCORE_KEYS,
     AuditScores,
-    audit,
-    build_report,
-    class_names,
     model_fingerprint,
     score_batch,
     score_pastes,
@@ -14,14 +17,16 @@ from cam_audit.pipeline.scoring import (
 )
 
 __all__ = [
-    "SCORE_KEYS",
+    "AuditRun",
     "AuditScores",
+    "Collectives",
+    "LocalCollectives",
     "audit",
-    "build_report",
-    "class_names",
     "model_fingerprint",
+    "rank_indices",
     "score_batch",
     "score_pastes",
     "score_probe",
+    "versions",
     "with_pastes",
 ]

@@ -1,0 +1,88 @@
+"""``audit()``: the pipeline in one process, for a model outside training (a notebook, a CI job, the CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from cam_audit.cam import CamEngine
+from cam_audit.counterfactual import Fill
+from cam_audit.errors import CamAuditError, check_choice, check_positive_int
+from cam_audit.pipeline.run import AuditRun
+from cam_audit.pipeline.scoring import Method, OnBatch, Target
+from cam_audit.probe import ProbeSet
+from cam_audit.report import AuditReport, ShortcutPolicy
+
+
+def audit(
+    model: nn.Module,
+    probe: ProbeSet,
+    target_layer: str | nn.Module | None = None,
+    method: Method = "gradcam++",
+    target: Target = "label",
+    batch_size: int = 64,
+    policy: ShortcutPolicy | None = None,
+    counterfactual: bool = True,
+    *,
+    fill: Fill = "blur",
+    pointing_tolerance: int = 0,
+    reshape_transform: Callable[[Tensor], Tensor] | None = None,
+    device: torch.device | str | None = None,
+    on_batch: OnBatch | None = None,
+) -> AuditReport:
+    """Audit ``model`` on ``probe``: where do its Grad-CAM++ maps fall, and does a spurious cue decide?
+
+    The model is left as it was: each submodule's ``training`` flag, parameters, gradients, buffers and
+    the RNG state are untouched (see :class:`~cam_audit.cam.CamEngine`).
+
+    Args:
+        model: an image classifier ``images [N,3,H,W] -> logits [N,K]``.
+        probe: the probe set with object (and optionally spurious) regions.
+        target_layer: dotted name, module, or None for the last layer with a spatial output.
+        method: ``"gradcam++"`` (default) or ``"gradcam"``.
+        target: explain the ground-truth ``"label"`` or the ``"predicted"`` class.
+        batch_size: samples per forward pass.
+        policy: thresholds for the verdict (default :class:`~cam_audit.report.ShortcutPolicy`).
+        counterfactual: run the fill and paste tests on samples with spurious regions.
+        fill: ``"blur"``, ``"mean"`` or a callable ``(images, regions) -> images`` (the callback takes
+            the same).
+        pointing_tolerance: pixels of slack for the pointing game.
+        reshape_transform: turns a token layer's output into [N, C, h, w] (ViTs).
+        device: where to run (default: the model's device).
+        on_batch: called with ``(batch, maps, rows)`` after each batch (a progress bar, overlays).
+
+    Returns:
+        An :class:`~cam_audit.report.AuditReport`. Its ``meta`` carries the cost: ``seconds`` (the whole
+        audit), ``attribution_seconds`` (Grad-CAM++ forward and backward passes) and
+        ``counterfactual_seconds`` (the fill and paste forwards).
+
+    Raises:
+        CamAuditError: a bad argument, probe, layer or model output, named with the fix.
+    """
+    if not isinstance(probe, ProbeSet):
+        raise CamAuditError(
+            f"probe must be a cam_audit.ProbeSet, got {type(probe).__name__}; build one with "
+            "ProbeSet.from_tensors / from_coco / from_csv / from_mask_dir"
+        )
+    check_choice("method", method, ("gradcam++", "gradcam"))
+    check_choice("target", target, ("label", "predicted"))
+    check_positive_int("batch_size", batch_size)
+    engine = CamEngine(model, target_layer=target_layer, method=method, reshape_transform=reshape_transform)
+    run = AuditRun(
+        engine,
+        probe,
+        policy if policy is not None else ShortcutPolicy(),
+        target=target,
+        batch_size=batch_size,
+        counterfactual=counterfactual,
+        fill=fill,
+        pointing_tolerance=pointing_tolerance,
+        device=device,
+        on_batch=on_batch,
+    )
+    return run()
+
+
+__all__ = ["audit"]

@@ -1,0 +1,237 @@
+"""``AuditRun``: the one audit pipeline, score -> counterfactual -> finish, for every front end.
+
+:func:`~cam_audit.pipeline.audit` and the Lightning callback both build an :class:`AuditRun` and call it;
+they differ only in the :class:`~cam_audit.pipeline.collectives.Collectives` they pass (one process, or
+the Trainer's processes), the forward context (the Trainer's precision) and the ``meta`` they add.
+
+1. **score**: each process scores its whole batches of the probe (maps, focus, spurious mass, the fill
+   test), then the per-sample rows of every process are gathered.
+2. **counterfactual**: paste partners are chosen among all scored samples in probe order, so they do not
+   depend on the batch size or the split across processes; each process pastes its own samples' cues,
+   and the results are gathered.
+3. **finish**: the states are synced, reduced into the summary and per-class table, and judged.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import pandas as pd
+import torch
+
+from cam_audit.cam import CamEngine
+from cam_audit.counterfactual import Fill
+from cam_audit.errors import CamAuditError
+from cam_audit.pipeline import scoring
+from cam_audit.pipeline.collectives import Collectives, LocalCollectives, rank_indices
+from cam_audit.pipeline.scoring import AuditScores, OnBatch, Target, model_device, model_fingerprint
+from cam_audit.probe import ProbeSet
+from cam_audit.report import AuditReport, ShortcutPolicy
+
+
+class AuditRun:
+    """One audit of ``engine.model`` on ``probe``, judged by ``policy``.
+
+    Args:
+        engine: the CAM engine around the model.
+        probe: the probe set.
+        policy: the thresholds of the verdict.
+        target: explain the ground-truth ``"label"`` or the ``"predicted"`` class.
+        batch_size: probe samples per forward pass.
+        counterfactual: run the fill and paste tests on samples with spurious regions.
+        fill: how spurious regions are filled (``"blur"``, ``"mean"`` or a callable).
+        pointing_tolerance: pixels of slack for the pointing game.
+        device: where to run (default: the model's device).
+        collectives: the processes auditing together (default: this one alone).
+        forward_context: a new context manager for each stretch of forward passes (e.g. the Trainer's
+            precision); default none.
+        on_batch: called with ``(batch, maps, rows)`` after each scored batch.
+        probe_fingerprint: the probe's hash when already known (hashing a large probe takes time).
+
+    >>> from cam_audit.synthetic import SceneNet, make_scenes
+    >>> probe = make_scenes(6, seed=1).to_probe()
+    >>> run = AuditRun(CamEngine(SceneNet(width=4), "features"), probe, ShortcutPolicy(), batch_size=4)
+    >>> report = run()
+    >>> int(report.summary["n_samples"]), len(report.samples)
+    (6, 6)
+    """
+
+    def __init__(
+        self,
+        engine: CamEngine,
+        probe: ProbeSet,
+        policy: ShortcutPolicy,
+        *,
+        target: Target = "label",
+        batch_size: int = 64,
+        counterfactual: bool = True,
+        fill: Fill = "blur",
+        pointing_tolerance: int = 0,
+        device: torch.device | str | None = None,
+        collectives: Collectives | None = None,
+        forward_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        on_batch: OnBatch | None = None,
+        probe_fingerprint: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.probe = probe
+        self.policy = policy
+        self.target = target
+        self.batch_size = batch_size
+        self.counterfactual = counterfactual
+        self.fill = fill
+        self.pointing_tolerance = pointing_tolerance
+        self.device = torch.device(device) if device is not None else model_device(engine.model)
+        self.collectives = collectives if collectives is not None else LocalCollectives()
+        self.forward_context = forward_context
+        self.on_batch = on_batch
+        self.probe_fingerprint = probe_fingerprint or probe.fingerprint()
+        self.class_names = _class_names(probe)
+        self.scores = AuditScores(num_classes=len(self.class_names)).to(self.device)
+        self.timings = {"attribution": 0.0, "counterfactual": 0.0}
+
+    def to(self, device: torch.device | str) -> AuditRun:
+        """Run on ``device`` from now on (a Trainer moves the model after the callback's ``setup``)."""
+        self.device = torch.device(device)
+        self.scores.to(self.device)
+        return self
+
+    def check_model(self) -> None:
+        """One probe sample through the engine: a bad layer, or logits that cannot cover every probe
+        label, fail now rather than after an epoch of training."""
+        batch = next(iter(self.probe.batches(1))).to(self.device)
+        logits = self.engine(batch.images, batch.labels).logits
+        if logits.ndim != 2 or logits.shape[1] < len(self.class_names):
+            raise CamAuditError(
+                f"the model returns logits of shape {tuple(logits.shape)} but the probe has "
+                f"{len(self.class_names)} classes ({', '.join(self.class_names)}); the model must return "
+                "[N, num_classes] logits covering every probe label"
+            )
+
+    def __call__(
+        self,
+        *,
+        indices: Sequence[int] | None = None,
+        best_focus_lift: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> AuditReport:
+        """Run the three steps; ``indices`` are this process's probe positions (default: its whole
+        batches, :func:`~cam_audit.pipeline.collectives.rank_indices`); ``meta`` is added to the report's.
+        """
+        started = time.perf_counter()
+        if indices is None:
+            world = self.collectives
+            indices = rank_indices(len(self.probe), self.batch_size, world.rank, world.world_size)
+        self.scores.reset()
+        self.timings = {"attribution": 0.0, "counterfactual": 0.0}
+        samples = self.score(indices)
+        samples = self.paste(samples, indices)
+        meta = {**self.meta(best_focus_lift), **(meta or {}), "seconds": time.perf_counter() - started}
+        return self.finish(samples, best_focus_lift=best_focus_lift, meta=meta)
+
+    def score(self, indices: Sequence[int]) -> pd.DataFrame:
+        """Step 1: score this process's samples; returns every process's rows."""
+
+        def work() -> pd.DataFrame:
+            with self.forward_context():
+                return scoring.score_probe(
+                    self.engine,
+                    self.probe,
+                    self.scores,
+                    indices=indices,
+                    batch_size=self.batch_size,
+                    target=self.target,
+                    counterfactual=self.counterfactual,
+                    fill=self.fill,
+                    pointing_tolerance=self.pointing_tolerance,
+                    device=self.device,
+                    on_batch=self.on_batch,
+                    timings=self.timings,
+                )
+
+        mine = self.collectives.run_step("scoring its slice of the probe", work)
+        return pd.concat(self.collectives.gather(mine), ignore_index=True)
+
+    def paste(self, samples: pd.DataFrame, indices: Sequence[int]) -> pd.DataFrame:
+        """Step 2: the paste test for this process's samples, partners chosen among all ``samples``;
+        returns ``samples`` with every process's ``cf_paste``."""
+
+        def work() -> dict[int, float]:
+            with self.forward_context():
+                return scoring.score_pastes(
+                    self.engine,
+                    self.probe,
+                    self.scores,
+                    samples,
+                    indices=indices,
+                    counterfactual=self.counterfactual,
+                    batch_size=self.batch_size,
+                    fill=self.fill,
+                    device=self.device,
+                    timings=self.timings,
+                )
+
+        mine = self.collectives.run_step("pasting its cues into other samples", work)
+        pastes = {k: v for part in self.collectives.gather(mine) for k, v in part.items()}
+        return scoring.with_pastes(samples, pastes)
+
+    def finish(
+        self,
+        samples: pd.DataFrame,
+        *,
+        best_focus_lift: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> AuditReport:
+        """Step 3: synced summary, per-class table and verdict (a collective call under DDP)."""
+        names = self.class_names
+        summary, per_class = self.scores.compute(names)
+        samples = samples.sort_values("index").reset_index(drop=True)
+        samples.insert(3, "class", [names[int(i)] for i in samples["label"]])
+        by_class = samples.groupby("label")
+        classes = range(len(names))
+        per_class["n_samples"] = by_class.size().reindex(classes, fill_value=0).to_numpy(dtype=float)
+        per_class["n_scored"] = by_class["focus"].count().reindex(classes, fill_value=0).to_numpy(dtype=float)
+        verdict = self.policy.evaluate(summary, per_class, best_focus_lift)
+        return AuditReport(summary, samples, per_class, verdict, self.policy, dict(meta or {}))
+
+    def meta(self, best_focus_lift: float | None = None) -> dict[str, Any]:
+        """What every report records about how it was made: layer, method, fingerprints, cost, versions."""
+        model = self.engine.model
+        return {
+            "target_layer": self.engine.layer_name,
+            "method": self.engine.method,
+            "target": self.target,
+            "probe_fingerprint": self.probe_fingerprint,
+            "model_fingerprint": model_fingerprint(model),
+            "model_class": type(model).__name__,
+            "world_size": self.collectives.world_size,
+            "best_focus_lift": best_focus_lift,
+            "counterfactual": self.counterfactual,
+            "attribution_seconds": self.timings["attribution"],
+            "counterfactual_seconds": self.timings["counterfactual"],
+            "versions": versions(),
+        }
+
+
+def _class_names(probe: ProbeSet) -> list[str]:
+    if probe.classes is not None:
+        return [str(c) for c in probe.classes]
+    return [str(i) for i in range(probe.num_classes)]
+
+
+def versions() -> dict[str, str]:
+    """Versions of cam_audit and the libraries whose numbers it reports (those installed)."""
+    found = {}
+    for package in ("cam_audit", "torch", "torchvision", "torchmetrics", "pytorch-lightning", "lightning"):
+        try:
+            found[package.replace("-", "_")] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+__all__ = ["AuditRun", "versions"]

@@ -1,0 +1,60 @@
+"""A user sees no warning from cam_audit on the happy path: audit(), the callback, the CLI's audit.
+
+A failed verdict's ShortcutWarning is the product speaking, not noise, so it is the one warning allowed.
+Warnings that torch or Lightning raise because of how cam_audit calls them (a read-only NumPy array
+handed to ``torch.as_tensor``, a metric logged without ``sync_dist``) count as cam_audit's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+import cam_audit
+from cam_audit import CamAudit, audit
+from cam_audit.errors import ShortcutWarning
+from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
+
+PACKAGE = Path(cam_audit.__file__).resolve().parent
+#: Messages of warnings that third-party code raises about how it was called.
+CAUSED_BY_THE_CALLER = ("not writable", "sync_dist")
+
+
+def ours(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The warnings cam_audit is responsible for, as readable lines."""
+    found = []
+    for w in caught:
+        if issubclass(w.category, ShortcutWarning):
+            continue
+        in_package = Path(w.filename).resolve().is_relative_to(PACKAGE)
+        if in_package or any(text in str(w.message) for text in CAUSED_BY_THE_CALLER):
+            found.append(f"{w.category.__name__} at {w.filename}:{w.lineno}: {w.message}")
+    return found
+
+
+def test_audit_warns_nothing():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = audit(NoisyClassifier(), tiny_probe(10), target_layer="features", batch_size=4)
+    assert int(report.summary["n_samples"]) == 10
+    assert ours(caught) == []
+
+
+def test_a_fit_with_the_callback_warns_nothing(tmp_path):
+    callback = CamAudit(tiny_probe(10), target_layer="features", batch_size=4, max_images=4)
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(NoisyClassifier(), datamodule=tiny_data())
+    assert callback.n_audits == 2
+    assert ours(caught) == []
+
+
+def test_the_filter_would_see_a_warning_raised_in_the_package():
+    """The check above can fail: a warning raised from a cam_audit module is reported."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn_explicit("noise", UserWarning, str(PACKAGE / "pipeline" / "run.py"), 1)
+    assert len(ours(caught)) == 1
