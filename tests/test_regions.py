@@ -7,7 +7,8 @@ import torch
 from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError
-from cam_audit.regions import area_fraction, boxes_to_mask, target_regions
+from cam_audit.metrics.functional import area_fraction
+from cam_audit.regions import boxes_to_mask, target_regions
 
 
 def reference_boxes_to_mask(boxes: list[list[float]], height: int, width: int) -> torch.Tensor:

@@ -155,28 +155,4 @@ def target_regions(target: Mapping[str, Any], canvas_size: tuple[int, int], role
     return region
 
 
-def area_fraction(regions: Tensor) -> Tensor:
-    """Share of the image covered by each region.
-
-    Args:
-        regions: bool tensor ``[N, H, W]``.
-
-    Returns:
-        float32 tensor ``[N]``: ``sum(region) / (H * W)``.
-
-    Raises:
-        CamAuditError: ``regions`` is not 3-D.
-
-    Example:
-        >>> area_fraction(torch.tensor([[[True, False], [False, False]]]))
-        tensor([0.2500])
-    """
-    if regions.ndim != 3:
-        raise CamAuditError(
-            f"regions must have shape [N, H, W], got {tuple(regions.shape)}; add a batch dimension with "
-            "regions[None] for a single region."
-        )
-    return regions.to(torch.bool).flatten(1).to(torch.float32).mean(dim=1)
-
-
-__all__ = ["RegionRole", "area_fraction", "boxes_to_mask", "masks_to_region", "target_regions"]
+__all__ = ["RegionRole", "boxes_to_mask", "masks_to_region", "target_regions"]

@@ -143,7 +143,6 @@ def run_audit(config: Any, parser: Any) -> AuditReport:
     report.meta.update(
         checkpoint=str(checkpoint),
         model_class_path=init.model,
-        versions=_versions(),
         **_checkpoint_position(checkpoint),
     )
     report.to_json(out / "report.json")
@@ -252,14 +251,6 @@ def _print_result(report: AuditReport, out: Path, page: Path) -> None:
     print(f"report:   {out / 'report.json'}")
     print(f"samples:  {out / 'samples.csv'}")
     print(f"page:     {page}")
-
-
-def _versions() -> dict[str, str]:
-    import torch
-
-    import cam_audit
-
-    return {"cam_audit": cam_audit.__version__, "torch": torch.__version__}
 
 
 def _one_line(err: BaseException) -> str:
