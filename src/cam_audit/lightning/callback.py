@@ -189,7 +189,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         if self._run is None:
             self.setup(trainer, pl_module, stage=str(trainer.state.fn))
         assert self._run is not None
-        run, smoke, epoch = self._run, bool(trainer.fast_dev_run), trainer.current_epoch
+        run, smoke, epoch = self._run, bool(getattr(trainer, "fast_dev_run", False)), trainer.current_epoch
         self._audited_epoch = epoch
         indices = rank_indices(len(self.probe), self.batch_size, trainer.global_rank, trainer.world_size)
         drawn = OverlayCollector(self.max_images if trainer.is_global_zero and self.log_images else 0)

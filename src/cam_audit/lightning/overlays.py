@@ -18,34 +18,23 @@ class OverlayCollector:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor, list[str]]] = []
-
-    @property
-    def kept(self) -> int:
-        return sum(len(part[4]) for part in self.parts)
+        self.tensors: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        self.captions: list[str] = []
 
     def __call__(self, batch: ProbeBatch, maps: Tensor, rows: dict[str, Tensor]) -> None:
-        if self.kept >= self.limit:
+        if len(self.captions) >= self.limit:
             return
-        take = slice(0, self.limit - self.kept)
-        captions = [f"lift {v:.2f}" for v in rows["focus_lift"][take].tolist()]
-        self.parts.append(
-            (
-                batch.images[take].cpu(),
-                maps[take].cpu(),
-                batch.regions[take].cpu(),
-                batch.spurious[take].cpu(),
-                captions,
-            )
-        )
+        take = slice(0, self.limit - len(self.captions))
+        self.captions += [f"lift {v:.2f}" for v in rows["focus_lift"][take].tolist()]
+        kept = (batch.images[take], maps[take], batch.regions[take], batch.spurious[take])
+        self.tensors.append((kept[0].cpu(), kept[1].cpu(), kept[2].cpu(), kept[3].cpu()))
 
     def grid(self) -> Tensor | None:
         """The kept samples as one overlay grid, or None when none were kept."""
-        if not self.parts:
+        if not self.tensors:
             return None
-        images, maps, regions, spurious = (torch.cat([part[i] for part in self.parts]) for i in range(4))
-        captions = [c for part in self.parts for c in part[4]]
-        return overlay_grid(images, maps, regions, spurious, captions=captions)
+        images, maps, regions, spurious = (torch.cat(parts) for parts in zip(*self.tensors, strict=True))
+        return overlay_grid(images, maps, regions, spurious, captions=self.captions)
 
 
 __all__ = ["OverlayCollector"]

@@ -58,7 +58,7 @@ class SceneClassifier(pl.LightningModule):
         self.log("test_acc", (self(images).argmax(1) == labels).float().mean(), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
 
 
 class SceneDataModule(pl.LightningDataModule):
@@ -91,19 +91,19 @@ class SceneDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         h = self.hparams
         common = dict(
-            num_classes=h.num_classes,
-            image_size=h.image_size,
-            watermark=h.watermark,
-            correlation=h.correlation,
-            cue_classes=h.cue_classes,
+            num_classes=h["num_classes"],
+            image_size=h["image_size"],
+            watermark=h["watermark"],
+            correlation=h["correlation"],
+            cue_classes=h["cue_classes"],
         )
-        self.train_set = make_scenes(h.n_train, seed=h.seed, **common).dataset()
-        self.val_set = make_scenes(h.n_val, seed=h.seed + 10_000, **common).dataset()
+        self.train_set = make_scenes(h["n_train"], seed=h["seed"], **common).dataset()
+        self.val_set = make_scenes(h["n_val"], seed=h["seed"] + 10_000, **common).dataset()
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.seed)
+        generator = torch.Generator().manual_seed(self.hparams["seed"])
         return DataLoader(
-            self.train_set, batch_size=self.hparams.batch_size, shuffle=True, generator=generator
+            self.train_set, batch_size=self.hparams["batch_size"], shuffle=True, generator=generator
         )
 
     def val_dataloader(self) -> DataLoader:

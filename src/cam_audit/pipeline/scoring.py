@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, cast
 
 import pandas as pd
 import torch
@@ -45,13 +45,18 @@ class AuditScores(nn.Module):
 
     def update(self, rows: dict[str, Tensor], labels: Tensor) -> None:
         """Add the samples' scores of every key in ``rows`` (the paste test's arrive on their own)."""
-        for key, metric in self.scores.items():
+        for key in self.scores:
             if key in rows:
+                metric = self.metric(key)
                 metric.update(rows[key].to(metric.device, torch.float64), labels.to(metric.device))
 
     def reset(self) -> None:
-        for metric in self.scores.values():
-            metric.reset()
+        for key in self.scores:
+            self.metric(key).reset()
+
+    def metric(self, column: str) -> MeanScore:
+        """The states of one per-sample column."""
+        return cast(MeanScore, self.scores[column])
 
     def compute(self, class_names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:
         """Probe-wide summary and per-class table, each score reduced as :data:`cam_audit.keys.SCORES`
@@ -59,7 +64,7 @@ class AuditScores(nn.Module):
         summary: dict[str, float] = {}
         per_class: dict[str, list[float]] = {}
         for entry in SCORES:
-            metric = self.scores[entry.column]
+            metric = self.metric(entry.column)
             if entry.reduce == "mean":
                 summary[entry.summary] = float(metric.compute())
                 per_class[entry.summary] = metric.compute_per_class().tolist()
@@ -281,7 +286,8 @@ def with_pastes(samples: pd.DataFrame, pastes: dict[int, float]) -> pd.DataFrame
     """``samples`` with a ``cf_paste`` column (after ``cf_confidence_drop``) from ``{position: value}``."""
     samples = samples.copy()
     column = samples["index"].astype(int).map(pastes).astype(float)
-    samples.insert(samples.columns.get_loc("cf_confidence_drop") + 1, "cf_paste", column)
+    position = list(samples.columns).index("cf_confidence_drop") + 1
+    samples.insert(position, "cf_paste", column)
     return samples
 
 
@@ -291,7 +297,7 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         if isinstance(tensor, Tensor):
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()[:16]
 
 
@@ -313,10 +319,10 @@ def stopwatch(timings: dict[str, float] | None, key: str, device: torch.device) 
 
 
 def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

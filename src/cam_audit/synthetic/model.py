@@ -9,7 +9,7 @@ trains in seconds on a CPU, and its last conv block, ``features``, is the layer 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,8 @@ def scene_layers(module: nn.Module, num_classes: int, width: int, pool: Pool, in
 
 def scene_forward(module: nn.Module, images: Tensor) -> Tensor:
     """Logits ``[N, num_classes]`` of a module built by :func:`scene_layers`."""
-    return module.head(module.pool(module.features(module.stem(images))).flatten(1))
+    layers = cast(Any, module)  # the submodules scene_layers set, which nn.Module's typing cannot see
+    return layers.head(layers.pool(layers.features(layers.stem(images))).flatten(1))
 
 
 class SceneNet(nn.Module):
