@@ -45,7 +45,8 @@ class Score:
         evidence: what it is evidence of (see :data:`Evidence`).
         higher_is_better: which way is better (None: neither, e.g. a count).
         description: one line for help texts and tables.
-        headline: printed by ``cam-audit audit`` and the demo, shown first on the HTML page.
+        headline: printed by ``cam-audit audit``, the demo and the verdict text; shown first in the HTML
+            page's summary and in its class table.
         per_class_logged: also logged per class as ``cam_audit/per_class/<class>/<summary>``.
         on_card: the per-sample value is shown under each overlay on the HTML page.
         chart: title of the TensorBoard custom-scalars chart that draws it next to the scores it is
