@@ -16,6 +16,7 @@ from cam_audit.cli import main
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.pipeline import model_fingerprint
 from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.report.policy import RULE_HELP
 from cam_audit.synthetic import SyntheticProbe
 
 COCO = "cam_audit.probe.sources.CocoProbe"
@@ -108,8 +109,7 @@ def test_exit_code_follows_the_policy_like_gate(tmp_path, trained, capsys):
     assert "min_focus_lift: focus_lift" in printed and "< 1000.00" in printed
     assert main(["gate", str(tmp_path / "a" / "report.json")]) == 1
 
-    off = [f"--policy.{rule}=null" for rule in
-           ("min_focus_lift", "max_spurious_lift", "max_flip_rate", "max_paste_rate", "max_focus_drop")]
+    off = [f"--policy.{rule}=null" for rule in RULE_HELP]
     assert main(["audit", "--config", config, "--out", str(tmp_path / "b"), "--overlays", "false", *off]) == 0
     assert not (tmp_path / "b" / "overlays").exists()
     assert AuditReport.from_json(tmp_path / "b" / "report.json").passed

@@ -19,6 +19,7 @@ import torch
 
 from cam_audit import audit
 from cam_audit.errors import CamAuditError
+from cam_audit.keys import PER_CLASS_LOGGED_KEYS, SCORES
 from cam_audit.lightning import CamAudit
 from cam_audit.report import AuditReport
 from safety_helpers import NoisyClassifier, tiny_probe
@@ -87,7 +88,9 @@ def test_synced_values_equal_a_single_process_audit_of_the_same_weights(ddp_fit)
         # logged values pass through float32
         assert _same(logged[f"cam_audit/{key}"], value, rel=1e-5), (key, logged[f"cam_audit/{key}"], value)
     for name, row in report.per_class.iterrows():
-        assert _same(logged[f"cam_audit/per_class/{name}/focus_lift"], row["focus_lift"], rel=1e-5), name
+        for key in PER_CLASS_LOGGED_KEYS:
+            tag = f"cam_audit/per_class/{name}/{key}"
+            assert _same(logged[tag], row[key], rel=1e-5), tag
     expected = report.samples
     assert expected["cf_paste"].notna().sum() > 0  # some samples had a paste partner to compare
     for rank in (0, 1):
@@ -95,7 +98,7 @@ def test_synced_values_equal_a_single_process_audit_of_the_same_weights(ddp_fit)
         assert rows["sample_id"].tolist() == expected["sample_id"].tolist()
         for column in ("label", "target", "prediction", "has_spurious", "cf_flip", "cf_paste"):
             pd.testing.assert_series_equal(rows[column], expected[column], check_dtype=False, obj=column)
-        for column in ("focus", "focus_lift", "spurious_mass", "cf_confidence_drop"):
+        for column in (entry.column for entry in SCORES if entry.per_sample):
             np.testing.assert_allclose(rows[column], expected[column], rtol=1e-5, atol=1e-7, err_msg=column)
 
 

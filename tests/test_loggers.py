@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from PIL import Image
 
 from cam_audit import CamAudit, ShortcutPolicy
+from cam_audit.keys import CHARTS, HEADLINE_KEYS
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.lightning.sinks import verdict_markdown
 from cam_audit.synthetic import SyntheticProbe
@@ -67,15 +68,19 @@ def test_tensorboard_gets_custom_scalars_layout_and_verdict_text(tmp_path):
     layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
     assert [c.title for c in layout.category] == ["cam_audit"]
+    assert charts == {title: [f"cam_audit/{key}" for key in keys] for title, keys in CHARTS.items()}
     assert charts["focus vs spurious (lift)"] == ["cam_audit/focus_lift", "cam_audit/spurious_lift"]
-    assert charts["focus vs spurious (mass)"] == ["cam_audit/focus", "cam_audit/spurious_mass"]
-    assert charts["counterfactual"] == ["cam_audit/cf_flip_rate", "cam_audit/cf_paste_rate"]
+    # every line of the layout is a scalar the callback really logged
+    drawn = {tag for tags in charts.values() for tag in tags}
+    assert drawn and drawn <= set(events.Tags()["scalars"])
 
     assert "cam_audit/verdict/text_summary" in tensors
     (text_event,) = events.Tensors("cam_audit/verdict/text_summary")
     text = text_event.tensor_proto.string_val[0].decode()
     assert text == verdict_markdown(audit.last_report)
     assert text.startswith("**shortcut flagged**") and "focus_lift" in text and "< 50.00" in text
+    summary = audit.last_report.summary
+    assert text.splitlines()[-1] == " | ".join(f"{key} {summary[key]:.3g}" for key in HEADLINE_KEYS)
 
 
 def test_csv_logger_gets_overlay_pngs(tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 import cam_audit.pipeline.scoring as scoring_module
 from cam_audit import CamAudit
+from cam_audit.keys import SUMMARY_KEYS
 from cam_audit.pipeline import audit
 from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
 
@@ -75,8 +76,8 @@ def test_channels_last_model_gives_the_same_audit(tmp_path):
     dense = NoisyClassifier()
     dense.load_state_dict({k: v.contiguous() for k, v in model.state_dict().items()})
     reference = audit(dense, tiny_probe(), target_layer="features", batch_size=6).summary
-    for key in ("focus", "focus_lift", "spurious_lift", "pointing_game"):
-        assert callback.last_report.summary[key] == pytest.approx(reference[key], rel=1e-4), key
+    for key in SUMMARY_KEYS:  # only the memory layout differs: every number agrees
+        assert callback.last_report.summary[key] == pytest.approx(reference[key], rel=1e-4, nan_ok=True), key
 
 
 @pytest.mark.slow

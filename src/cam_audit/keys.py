@@ -11,11 +11,16 @@ here plus its computation in the pipeline. Torch-free, so the gate can read it a
 ('cf_paste', 'counterfactual')
 >>> [s.summary for s in SCORES if s.evidence == "count"]
 ['n_samples', 'n_degenerate', 'n_spurious']
+>>> CHARTS["counterfactual"]
+('cf_flip_rate', 'cf_paste_rate')
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 #: What a score is evidence of: where the map falls, what an intervention changes, how the model does,
@@ -24,6 +29,8 @@ Evidence = Literal["attribution", "counterfactual", "behaviour", "count"]
 #: How the per-sample column becomes the probe-wide number: the mean of the finite values, the count of
 #: samples, the count of non-finite (degenerate) values, or the sum of a 0/1 column.
 Reduce = Literal["mean", "count", "degenerate", "sum"]
+#: The values a share of samples or of heatmap mass can take.
+SHARE = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,13 @@ class Score:
         evidence: what it is evidence of (see :data:`Evidence`).
         higher_is_better: which way is better (None: neither, e.g. a count).
         description: one line for help texts and tables.
-        headline: printed by ``cam-audit audit`` and the demo, shown first on the HTML page.
+        headline: printed by ``cam-audit audit``, the demo and the verdict text; shown first in the HTML
+            page's summary and in its class table.
         per_class_logged: also logged per class as ``cam_audit/per_class/<class>/<summary>``.
         on_card: the per-sample value is shown under each overlay on the HTML page.
+        chart: title of the TensorBoard custom-scalars chart that draws it next to the scores it is
+            read against (None: no chart).
+        bounds: the smallest and largest value it can take; a policy threshold on it must lie within.
     """
 
     summary: str
@@ -52,6 +63,8 @@ class Score:
     headline: bool = False
     per_class_logged: bool = False
     on_card: bool = False
+    chart: str | None = None
+    bounds: tuple[float, float] = (0.0, math.inf)
 
     @property
     def per_sample(self) -> bool:
@@ -59,31 +72,35 @@ class Score:
         return self.reduce == "mean"
 
 
+_MASS, _LIFT, _COUNTERFACTUAL = "focus vs spurious (mass)", "focus vs spurious (lift)", "counterfactual"
+
 SCORES: tuple[Score, ...] = (
     Score("focus", "focus", "mean", "attribution", True,
-          "share of heatmap mass on the object (relevance mass)", headline=True, on_card=True),
+          "share of heatmap mass on the object (relevance mass)", headline=True, on_card=True,
+          chart=_MASS, bounds=SHARE),
     Score("focus_lift", "focus_lift", "mean", "attribution", True,
-          "focus / object area: 1.0 is a uniform map", headline=True, per_class_logged=True, on_card=True),
+          "focus / object area: 1.0 is a uniform map", headline=True, per_class_logged=True, on_card=True,
+          chart=_LIFT),
     Score("pointing_game", "pointing_game", "mean", "attribution", True,
-          "share of maps whose maximum falls on the object"),
+          "share of maps whose maximum falls on the object", bounds=SHARE),
     Score("relevance_rank", "relevance_rank", "mean", "attribution", True,
-          "share of the object-sized top of the map that lies on the object"),
+          "share of the object-sized top of the map that lies on the object", bounds=SHARE),
     Score("spurious_mass", "spurious_mass", "mean", "attribution", False,
           "share of heatmap mass on regions marked spurious", headline=True, per_class_logged=True,
-          on_card=True),
+          on_card=True, chart=_MASS, bounds=SHARE),
     Score("spurious_lift", "spurious_lift", "mean", "attribution", False,
           "spurious mass / spurious area: 1.0 is a uniform map", headline=True, per_class_logged=True,
-          on_card=True),
+          on_card=True, chart=_LIFT),
     Score("cf_flip_rate", "cf_flip", "mean", "counterfactual", False,
           "share of predictions that change when the spurious region is filled", headline=True,
-          per_class_logged=True, on_card=True),
+          per_class_logged=True, on_card=True, chart=_COUNTERFACTUAL, bounds=SHARE),
     Score("cf_confidence_drop", "cf_confidence_drop", "mean", "counterfactual", False,
-          "fall of the target's probability when the spurious region is filled"),
+          "fall of the target's probability when the spurious region is filled", bounds=(-1.0, 1.0)),
     Score("cf_paste_rate", "cf_paste", "mean", "counterfactual", False,
           "share of images of other classes that the pasted cue turns into its class", headline=True,
-          per_class_logged=True, on_card=True),
+          per_class_logged=True, on_card=True, chart=_COUNTERFACTUAL, bounds=SHARE),
     Score("accuracy", "correct", "mean", "behaviour", True, "share of probe samples classified correctly",
-          headline=True),
+          headline=True, bounds=SHARE),
     Score("n_samples", "has_spurious", "count", "count", None, "probe samples audited"),
     Score("n_degenerate", "focus", "degenerate", "count", None,
           "samples without a score (all-zero map or empty region)"),
@@ -104,6 +121,13 @@ HEADLINE_KEYS: tuple[str, ...] = tuple(s.summary for s in SCORES if s.headline)
 PER_CLASS_LOGGED_KEYS: tuple[str, ...] = tuple(s.summary for s in SCORES if s.per_class_logged)
 #: Per-sample columns shown under each overlay of the HTML page.
 CARD_COLUMNS: tuple[str, ...] = tuple(s.column for s in SCORES if s.on_card)
+#: TensorBoard custom-scalars charts: title -> the summary keys drawn together, in report order.
+CHARTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        title: tuple(s.summary for s in SCORES if s.chart == title)
+        for title in dict.fromkeys(s.chart for s in SCORES if s.chart is not None)
+    }
+)
 
 
 def score(summary: str) -> Score:
@@ -118,6 +142,12 @@ def score(summary: str) -> Score:
         raise KeyError(f"no score {summary!r}; scores: {', '.join(SUMMARY_KEYS)}") from None
 
 
+def is_count(summary: str) -> bool:
+    """Whether a summary key counts samples (a whole number; False for names not listed here)."""
+    entry = _BY_SUMMARY.get(summary)
+    return entry is not None and entry.evidence == "count"
+
+
 def is_counterfactual(summary: str) -> bool:
     """Whether a summary key is measured by the counterfactual tests (False for names not listed here)."""
     entry = _BY_SUMMARY.get(summary)
@@ -126,15 +156,18 @@ def is_counterfactual(summary: str) -> bool:
 
 __all__ = [
     "CARD_COLUMNS",
+    "CHARTS",
     "COUNTERFACTUAL_COLUMNS",
     "HEADLINE_KEYS",
     "PER_CLASS_LOGGED_KEYS",
     "REDUCED_COLUMNS",
     "SCORES",
+    "SHARE",
     "SUMMARY_KEYS",
     "Evidence",
     "Reduce",
     "Score",
+    "is_count",
     "is_counterfactual",
     "score",
 ]

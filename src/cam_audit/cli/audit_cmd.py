@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cam_audit.errors import CamAuditError
+from cam_audit.keys import HEADLINE_KEYS
 from cam_audit.report import AuditReport, ShortcutPolicy
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 PROG = "cam-audit audit"
-#: Summary numbers printed after an audit.
-PRINTED_KEYS = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate",
-                "accuracy")
 
 
 def build_parser() -> Any:
@@ -242,7 +240,7 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 
 def _print_result(report: AuditReport, out: Path, page: Path) -> None:
-    numbers = ", ".join(f"{k} {report.summary.get(k, math.nan):.3f}" for k in PRINTED_KEYS)
+    numbers = ", ".join(f"{k} {report.summary.get(k, math.nan):.3f}" for k in HEADLINE_KEYS)
     state = "PASS" if report.passed else f"FAIL: {len(report.verdict.findings)} rule(s) failed"
     print(f"{state} {report.meta.get('checkpoint')}")
     print(f"  {numbers}")

@@ -14,17 +14,12 @@ from pathlib import Path
 
 from cam_audit.errors import CamAuditError
 from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.report.policy import RULE_HELP
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
-#: command-line flag -> ShortcutPolicy field
-RULE_FLAGS = {
-    "min_focus_lift": "min focus_lift (object mass / object area)",
-    "max_spurious_lift": "max spurious_lift (spurious mass / spurious area)",
-    "max_flip_rate": "max share of predictions that change when the spurious region is filled",
-    "max_paste_rate": "max share of images pasted with the cue that move to the cue's class",
-    "max_focus_drop": "max relative drop of focus_lift from its best value in the run",
-}
+#: ShortcutPolicy threshold field (flag ``--min-focus-lift`` for ``min_focus_lift``) -> its help line
+RULE_FLAGS = RULE_HELP
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
+from cam_audit.keys import CHARTS, HEADLINE_KEYS
 from cam_audit.render import hwc_uint8, png_bytes, save_png
 from cam_audit.report import AuditReport
 
@@ -55,27 +56,16 @@ def _tensorboard(
         writer.add_histogram(f"{prefix}/focus_lift_per_sample", Tensor(lifts), global_step=step)
     writer.add_text(f"{prefix}/verdict", verdict, global_step=step)
     if not getattr(writer, "_cam_audit_layout", False):
-        writer.add_custom_scalars(
-            {
-                prefix: {
-                    "focus vs spurious (lift)": [
-                        "Multiline",
-                        [f"{prefix}/focus_lift", f"{prefix}/spurious_lift"],
-                    ],
-                    "focus vs spurious (mass)": ["Multiline", [f"{prefix}/focus", f"{prefix}/spurious_mass"]],
-                    "counterfactual": ["Multiline", [f"{prefix}/cf_flip_rate", f"{prefix}/cf_paste_rate"]],
-                }
-            }
-        )
+        charts = {title: ["Multiline", [f"{prefix}/{key}" for key in keys]] for title, keys in CHARTS.items()}
+        writer.add_custom_scalars({prefix: charts})
         writer._cam_audit_layout = True
 
 
 def verdict_markdown(report: AuditReport) -> str:
-    """The verdict as a short markdown text."""
+    """The verdict as a short markdown text: the flags, then the headline scores."""
     head = "**passed**" if report.verdict.passed else "**shortcut flagged**"
     lines = [head, ""] + [f"- {flag}" for flag in report.verdict.flags]
-    keys = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "accuracy")
-    lines += ["", " | ".join(f"{k} {report.summary.get(k, math.nan):.3g}" for k in keys)]
+    lines += ["", " | ".join(f"{k} {report.summary.get(k, math.nan):.3g}" for k in HEADLINE_KEYS)]
     return "\n".join(lines)
 
 

@@ -20,13 +20,15 @@ from typing import Any, Union
 import pandas as pd
 
 from cam_audit.errors import CamAuditError
-from cam_audit.report import SUMMARY_KEYS, AuditReport
+from cam_audit.keys import CARD_COLUMNS, HEADLINE_KEYS, SUMMARY_KEYS, is_count
+from cam_audit.report import AuditReport
 
-#: Per-sample numbers shown under each overlay.
-SAMPLE_KEYS = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "confidence", "cf_flip", "cf_paste")
-#: Per-class columns shown in the class table.
-CLASS_KEYS = ("n_samples", "focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate",
-              "cf_paste_rate", "accuracy")
+#: Per-sample numbers shown under each overlay: the registry's card columns and the target's probability.
+SAMPLE_KEYS = (*CARD_COLUMNS, "confidence")
+#: Per-class columns shown in the class table: how many samples, then the headline scores.
+CLASS_KEYS = ("n_samples", *HEADLINE_KEYS)
+#: Order of the summary table: the headline scores first, then the rest in report order.
+SUMMARY_ORDER = tuple(dict.fromkeys((*HEADLINE_KEYS, *SUMMARY_KEYS)))
 #: PNG of each sample's overlay (bytes or a file path), keyed by the sample's ``index``.
 Overlays = Mapping[int, Union[bytes, str, "os.PathLike[str]"]]
 
@@ -147,9 +149,9 @@ def _flags(report: AuditReport) -> str:
 
 
 def _summary_table(summary: Mapping[str, Any]) -> str:
-    keys = [k for k in SUMMARY_KEYS if k in summary] + [k for k in summary if k not in SUMMARY_KEYS]
+    keys = [k for k in SUMMARY_ORDER if k in summary] + [k for k in summary if k not in SUMMARY_ORDER]
     head = "".join(f"<th>{escape(str(k))}</th>" for k in keys)
-    row = "".join(f"<td>{_number(summary[k], count=k.startswith('n_'))}</td>" for k in keys)
+    row = "".join(f"<td>{_number(summary[k], count=is_count(k))}</td>" for k in keys)
     return f'<div class="wide"><table class="summary"><tr>{head}</tr><tr>{row}</tr></table></div>'
 
 
@@ -177,7 +179,7 @@ def _class_table(per_class: pd.DataFrame) -> str:
     head = '<th class="name">class</th>' + "".join(f"<th>{escape(k)}</th>" for k in keys)
     rows = "".join(
         f'<tr><td class="name">{escape(str(name))}</td>'
-        + "".join(f"<td>{_number(row[k], count=k.startswith('n_'))}</td>" for k in keys)
+        + "".join(f"<td>{_number(row[k], count=is_count(k))}</td>" for k in keys)
         + "</tr>"
         for name, row in per_class.iterrows()
     )

@@ -12,28 +12,11 @@ from typing import Any
 import pandas as pd
 
 from cam_audit.errors import ReportError
+from cam_audit.keys import SUMMARY_KEYS
 from cam_audit.report.jsonio import clean, frame_from_json, frame_to_json, from_json_number, to_json_number
 from cam_audit.report.policy import ShortcutPolicy, Verdict
 
-#: Summary keys every report carries (NaN where the probe gives no evidence for one).
-SUMMARY_KEYS = (
-    "focus",
-    "focus_lift",
-    "pointing_game",
-    "relevance_rank",
-    "spurious_mass",
-    "spurious_lift",
-    "cf_flip_rate",
-    "cf_confidence_drop",
-    "cf_paste_rate",
-    "accuracy",
-    "n_samples",
-    "n_degenerate",
-    "n_spurious",
-)
-
 REPORT_FORMAT = "cam_audit.report/1"
-
 
 
 @dataclass
@@ -41,10 +24,12 @@ class AuditReport:
     """What one audit found.
 
     Attributes:
-        summary: probe-wide numbers, keys as in :data:`SUMMARY_KEYS` (NaN where there is no evidence).
-        samples: one row per probe sample (``sample_id``, ``label``, ``target``, ``prediction``,
-            ``focus``, ``focus_lift``, ...).
-        per_class: one row per class (index: class name) with the summary keys.
+        summary: probe-wide numbers, keys as in :data:`cam_audit.keys.SUMMARY_KEYS` (NaN where there is
+            no evidence).
+        samples: one row per probe sample: ``sample_id``, ``label``, ``target``, ``prediction`` and the
+            per-sample column of each score in :data:`cam_audit.keys.SCORES`.
+        per_class: one row per class (index: class name) with the averaged summary keys, ``n_samples``
+            and ``n_scored``.
         verdict: the policy's :class:`Verdict`.
         policy: the :class:`ShortcutPolicy` that produced it.
         meta: epoch, step, target layer, method, fingerprints, versions.
@@ -78,7 +63,7 @@ class AuditReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         # one top-level field per line, each written compactly: json's C encoder only runs without
-        # ``indent``, and the per-sample table of a large probe took most of an audit's report time
+        # ``indent``, and a large probe's per-sample table is most of what is written
         fields = (
             f"{json.dumps(key)}: {json.dumps(value, allow_nan=False, separators=(',', ':'))}"
             for key, value in self.to_dict().items()

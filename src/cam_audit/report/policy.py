@@ -9,11 +9,13 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import pandas as pd
 
 from cam_audit.errors import ReportError
+from cam_audit.keys import SHARE, score
 from cam_audit.report.jsonio import from_json_number, number
 
 
@@ -80,17 +82,11 @@ class ShortcutPolicy:
         per_class: also apply the rules per class.
         min_class_samples: fewest scored samples for a class to be judged on its own.
 
-    Where the defaults come from: ``scripts/shortcut_study.py`` trains small scene classifiers with the
-    watermark as a shortcut (on every class at three strengths, on one class; avg- and max-pooling heads)
-    and clean controls (a tag in random corners, or none in training), three seeds each (36 models a
-    run). A model is a shortcut model when its accuracy falls by more than 10 points once the cue is
-    removed or moved. Each threshold lies beyond the clean controls' worst value over the probe and every
-    judged class, over three runs (96 models): ``spurious_lift`` 4.58 (so 5.0), ``cf_flip_rate`` 0.44
-    (so 0.5), ``cf_paste_rate`` 0.12 (0.2), ``focus_lift`` 2.47 (1.5). A model that never saw the tag in
-    training can still put Grad-CAM++ mass on it, and a weak one changes its mind when it is blurred,
-    which is why attribution alone is a weak witness and the paste test carries most detections. With
-    these defaults the runs flag 20 of 21, 17 of 17 and 22 of 23 shortcut models and none of 20 clean
-    controls. ``max_focus_drop`` needs a run's history and fired on no model of the study.
+    The defaults come from ``scripts/shortcut_study.py``, which trains scene classifiers with and without
+    a watermark shortcut: each threshold lies beyond the worst value of the study's clean controls. The
+    README's table gives those values and what the defaults detect. Attribution alone is a weak witness
+    (a model can put heatmap mass on a tag it never relies on), so the counterfactual rules matter.
+    The valid range of each threshold is that of the score it bounds (:data:`cam_audit.keys.SCORES`).
 
     >>> policy = ShortcutPolicy(max_spurious_lift=2.0)
     >>> policy.evaluate({"spurious_lift": 3.1, "spurious_mass": 0.42}).flags
@@ -106,22 +102,15 @@ class ShortcutPolicy:
     min_class_samples: int = 4
 
     def __post_init__(self) -> None:
-        for name in (
-            "min_focus_lift",
-            "max_spurious_lift",
-            "max_flip_rate",
-            "max_paste_rate",
-            "max_focus_drop",
-        ):
+        for name, (bounded, (low, high)) in _RANGES.items():
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or math.isnan(value) or value < 0):
-                raise ReportError(
-                    f"ShortcutPolicy.{name} must be a non-negative number or None, got {value!r}"
-                )
-        for name in ("max_flip_rate", "max_paste_rate", "max_focus_drop"):
-            value = getattr(self, name)
-            if value is not None and value > 1:
-                raise ReportError(f"ShortcutPolicy.{name} is a fraction in [0, 1], got {value!r}")
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise ReportError(f"ShortcutPolicy.{name} must be a number or None, got {value!r}")
+            if not low <= value <= high:
+                values = f">= {low:g}" if math.isinf(high) else f"in [{low:g}, {high:g}]"
+                raise ReportError(f"ShortcutPolicy.{name} bounds {bounded}, which is {values}; got {value!r}")
         if self.min_class_samples < 1:
             raise ReportError(f"ShortcutPolicy.min_class_samples must be >= 1, got {self.min_class_samples}")
 
@@ -145,7 +134,7 @@ class ShortcutPolicy:
         """Judge an audit summary.
 
         Args:
-            summary: probe-wide numbers (keys as in :data:`SUMMARY_KEYS`).
+            summary: probe-wide numbers (keys as in :data:`cam_audit.keys.SUMMARY_KEYS`).
             per_class: one row per class name with the same keys and ``n_samples``; optional.
             best_focus_lift: the best ``focus_lift`` seen earlier in this run, for ``max_focus_drop``.
 
@@ -194,6 +183,12 @@ class _ThresholdRule(NamedTuple):
     fails: Callable[[float, float], bool]
     describe: Callable[[float, float, str, Mapping[str, Any]], str]
 
+    @property
+    def help(self) -> str:
+        """One line: which side of the threshold passes, the summary key, and its registry description."""
+        side = "min" if self.fails is operator.lt else "max"
+        return f"{side} {self.key} ({score(self.key).description})"
+
 
 def _focus_message(lift: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
     focus = number(values.get("focus"))
@@ -233,6 +228,18 @@ _THRESHOLD_RULES = (
     _ThresholdRule("max_flip_rate", "cf_flip_rate", operator.gt, _flip_message),
     _ThresholdRule("max_paste_rate", "cf_paste_rate", operator.gt, _paste_message),
 )
+_FOCUS_DROP = "relative drop of focus_lift from its best value in the run"
+
+#: What each threshold field bounds, and the values it may take (those of the score, from the registry).
+_RANGES: dict[str, tuple[str, tuple[float, float]]] = {
+    **{rule.name: (rule.key, score(rule.key).bounds) for rule in _THRESHOLD_RULES},
+    "max_focus_drop": (f"the {_FOCUS_DROP}", SHARE),
+}
+
+#: One help line per threshold field of :class:`ShortcutPolicy` (the gate's flags), in field order.
+RULE_HELP: Mapping[str, str] = MappingProxyType(
+    {**{rule.name: rule.help for rule in _THRESHOLD_RULES}, "max_focus_drop": f"max {_FOCUS_DROP}"}
+)
 
 
-__all__ = ["Finding", "ShortcutPolicy", "Verdict"]
+__all__ = ["RULE_HELP", "Finding", "ShortcutPolicy", "Verdict"]
