@@ -38,9 +38,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cam_audit"
 #: Every name the registry gives a score: summary keys and per-sample columns.
 NAMES = frozenset(s.summary for s in SCORES) | frozenset(s.column for s in SCORES)
 #: Modules whose own lists are switched to the registry together with their rewrite.
-NOT_YET_SWITCHED = {"pipeline/scoring.py", "lightning/callback.py"}
-
-
 @dataclasses.dataclass(frozen=True)
 class Audited:
     report: AuditReport
@@ -219,18 +216,11 @@ def test_the_scan_finds_a_hand_written_list_and_passes_reads_of_the_registry():
 
 
 def _module_params() -> list:
-    params = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = str(path.relative_to(PACKAGE))
-        if name == "keys.py":
-            continue
-        marks = (
-            [pytest.mark.xfail(strict=True, reason="lists its own score names until it reads the registry")]
-            if name in NOT_YET_SWITCHED
-            else []
-        )
-        params.append(pytest.param(path, id=name, marks=marks))
-    return params
+    return [
+        pytest.param(path, id=str(path.relative_to(PACKAGE)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "keys.py" or path.parent != PACKAGE
+    ]
 
 
 @pytest.mark.parametrize("path", _module_params())
