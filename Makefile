@@ -22,6 +22,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
 
 demo: $(STAMP)
 	$(BIN)/cam-audit demo --out runs/demo
