@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
+from cam_audit.probe.pixels import decode_pixels, mask_from_pixels
 from cam_audit.probe.sample import ProbeSample, image_size
 from cam_audit.probe.validation import check_boxes, check_label, check_masks
 
@@ -192,21 +191,19 @@ def load_mask_dir(
 
 
 def read_mask(path: Path, size: tuple[int, int], where: str) -> Tensor:
-    """A mask image as bool ``[1, H, W]`` (any non-zero pixel is inside), checked against the image size.
+    """A mask file as bool ``[1, H, W]``, checked against the image size.
+
+    Which pixels are inside (the rule is in :mod:`cam_audit.probe.pixels` and the README): the value of a
+    grayscale file or the luminance of a colour one, or the alpha channel when only the alpha varies;
+    non-zero is inside in lossless 8-bit and bilevel files, above half the range in lossy (JPEG, WebP) and
+    16-bit files.
 
     Raises:
-        ProbeError: the file is missing, cannot be decoded, or does not have the image's size.
+        ProbeError: the file is missing, cannot be decoded, does not have the image's size, or its colour and
+            alpha disagree (see :func:`~cam_audit.probe.pixels.mask_from_pixels`).
     """
-    if not path.is_file():
-        raise ProbeError(f"{where}: mask file {path} does not exist; check the path.")
-    try:
-        with Image.open(path) as img:
-            pixels = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ProbeError(f"{where}: mask file {path} cannot be decoded ({err}); save masks as PNG.") from err
-    mask = torch.from_numpy(pixels != 0)
-    if mask.ndim == 3:
-        mask = mask.any(dim=-1)
+    pixels = decode_pixels(path, "mask", where)
+    mask = torch.from_numpy(mask_from_pixels(pixels, path, where))
     return check_masks(mask, size, f"{where} (mask {path.name})")
 
 
