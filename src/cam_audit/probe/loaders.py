@@ -163,6 +163,8 @@ def load_mask_dir(
     """
     table = read_table(labels_csv, ("image", "label"))
     mapping, classes = label_mapping(list(table["label"]), classes)
+    masks = _MaskFolder(Path(mask_dir), "mask_dir")
+    spurious_masks = _MaskFolder(Path(spurious_mask_dir), "spurious_mask_dir") if spurious_mask_dir else None
     samples = []
     for row, (image, label) in enumerate(zip(table["image"], table["label"], strict=True)):
         where = f"row {row + 1} of {labels_csv}"
@@ -170,13 +172,13 @@ def load_mask_dir(
             raise ProbeError(f"{where}: both 'image' and 'label' must be filled.")
         file_path = Path(image_dir) / image
         size = image_size(file_path, where)
-        mask_path = _same_stem(Path(mask_dir), file_path.stem)
+        mask_path = masks.find(file_path.stem)
         if mask_path is None:
             raise ProbeError(
                 f"{where}: no mask for {image!r} in {mask_dir}; masks share the image's file stem "
                 f"(e.g. {Path(mask_dir) / (file_path.stem + '.png')})."
             )
-        spurious_path = _same_stem(Path(spurious_mask_dir), file_path.stem) if spurious_mask_dir else None
+        spurious_path = spurious_masks.find(file_path.stem) if spurious_masks else None
         samples.append(
             ProbeSample(
                 sample_id=image,
@@ -207,10 +209,23 @@ def read_mask(path: Path, size: tuple[int, int], where: str) -> Tensor:
     return check_masks(mask, size, f"{where} (mask {path.name})")
 
 
-def _same_stem(folder: Path, stem: str) -> Path | None:
-    candidates = sorted(p for p in folder.glob(f"{stem}.*") if p.is_file() and p.stem == stem)
-    pngs = [p for p in candidates if p.suffix.lower() == ".png"]
-    return (pngs or candidates or [None])[0]
+class _MaskFolder:
+    """The files of a mask folder by stem, listed once; names are compared literally, never as patterns."""
+
+    def __init__(self, folder: Path, argument: str) -> None:
+        if not folder.is_dir():
+            raise ProbeError(f"{argument} {folder} is not a folder; check the path.")
+        self.folder = folder
+        self.by_stem: dict[str, list[Path]] = {}
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                self.by_stem.setdefault(path.stem, []).append(path)
+
+    def find(self, stem: str) -> Path | None:
+        """The file named ``stem`` plus one suffix, a ``.png`` first (``None`` when there is none)."""
+        candidates = self.by_stem.get(stem, [])
+        pngs = [p for p in candidates if p.suffix.lower() == ".png"]
+        return (pngs or candidates or [None])[0]
 
 
 def _is_int(text: str) -> bool:
