@@ -22,11 +22,14 @@ from cam_audit.probe.coco_schema import CocoAnnotation, check_coco
 from cam_audit.probe.sample import ProbeSample, image_size
 from cam_audit.probe.validation import check_boxes, check_masks
 
+#: The default spurious category: a file without it simply has no spurious regions.
+DEFAULT_SPURIOUS = ("watermark",)
+
 
 def load_coco(
     annotation_json: str | Path,
     image_dir: str | Path,
-    spurious_categories: Sequence[str | int] = ("watermark",),
+    spurious_categories: Sequence[str | int] = DEFAULT_SPURIOUS,
     categories: Mapping[str | int, int] | None = None,
 ) -> tuple[list[ProbeSample], list[str]]:
     """Probe samples and class names from a COCO instances file.
@@ -34,7 +37,8 @@ def load_coco(
     Args:
         annotation_json: path of the COCO file (``images``, ``annotations``, ``categories``).
         image_dir: folder the images' ``file_name`` is relative to.
-        spurious_categories: names or ids of categories that mark spurious cues.
+        spurious_categories: names or ids of categories that mark spurious cues; each must be in the
+            file, except the default ``("watermark",)``, which marks nothing in a file without it.
         categories: ``{category id or name: class index}`` for the object categories. Default: the
             non-spurious categories sorted by id, mapped to ``0..K-1``.
 
@@ -44,14 +48,14 @@ def load_coco(
 
     Raises:
         ProbeError: naming the file, image or annotation, for an unreadable file, a malformed structure
-            (see :mod:`cam_audit.probe.coco_schema`), a name or id in ``categories`` that the file
-            lacks, a missing or unreadable image, a box outside its image or of zero area, a polygon
-            vertex outside its image, a mask of the wrong size, an image without objects or with objects
-            of different classes.
+            (see :mod:`cam_audit.probe.coco_schema`), a name or id in ``spurious_categories`` or
+            ``categories`` that the file lacks, a missing or unreadable image, a box outside its image or
+            of zero area, a polygon vertex outside its image, a mask of the wrong size, an image without
+            objects or with objects of different classes.
     """
     path = Path(annotation_json)
     coco = check_coco(_read_json(path), path)
-    spurious_ids = _resolve_spurious(spurious_categories, coco.categories)
+    spurious_ids = _resolve_spurious(spurious_categories, coco.categories, path)
     class_of, classes = _class_mapping(categories, coco.categories, spurious_ids, path)
 
     per_image: dict[int, list[CocoAnnotation]] = {image.id: [] for image in coco.images}
@@ -87,19 +91,36 @@ def _read_json(path: Path) -> Any:
 
 
 def _resolve_category(key: str | int, names: Mapping[int, str], path: Path, argument: str) -> int:
-    if isinstance(key, int) and key in names:
+    if isinstance(key, int) and not isinstance(key, bool) and key in names:
         return key
     matches = [cid for cid, name in names.items() if name == key]
     if not matches:
         known = ", ".join(f"{cid}: {name!r}" for cid, name in sorted(names.items()))
-        raise ProbeError(f"{argument}: unknown category {key!r} in {path}; its categories are {{{known}}}.")
+        raise ProbeError(
+            f"{argument}: unknown category {key!r} in {path}; its categories are {{{known}}} (names match "
+            "exactly, case included; ids are integers)."
+        )
     return matches[0]
 
 
-def _resolve_spurious(keys: Sequence[str | int], names: Mapping[int, str]) -> set[int]:
-    """Ids of the categories named (or numbered) in ``keys``; a key the file lacks marks nothing."""
-    wanted = {str(key) for key in keys}
-    return {cid for cid, name in names.items() if name in wanted or str(cid) in wanted}
+def _resolve_spurious(keys: Sequence[str | int] | str, names: Mapping[int, str], path: Path) -> set[int]:
+    """Ids of the categories named (or numbered) in ``keys``.
+
+    Every name or id must be in the file, except the default ``("watermark",)``, which marks nothing in
+    a file without such a category; but a category whose name differs from it only in case is an error,
+    so that a ``"Watermark"`` category is not taken for a class.
+    """
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    if keys == DEFAULT_SPURIOUS and DEFAULT_SPURIOUS[0] not in names.values():
+        similar = [name for name in names.values() if name.casefold() == DEFAULT_SPURIOUS[0]]
+        if similar:
+            raise ProbeError(
+                f"spurious_categories: {path} has no category named {DEFAULT_SPURIOUS[0]!r} but has "
+                f"{similar[0]!r}; pass spurious_categories=({similar[0]!r},) to mark it as spurious, or "
+                "spurious_categories=() to make it a class."
+            )
+        return set()
+    return {_resolve_category(key, names, path, "spurious_categories") for key in keys}
 
 
 def _class_mapping(
