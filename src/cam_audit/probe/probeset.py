@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError, ProbeError
+from cam_audit.probe.batch import ProbeBatch
 from cam_audit.probe.sample import ProbeSample
 from cam_audit.probe.validation import check_images, check_labels, split_boxes, split_masks
 from cam_audit.regions import target_regions
@@ -23,37 +23,6 @@ Transform = Callable[[Any, Any], tuple[Any, Any]]
 #: Bytes of rasterised regions a probe set keeps between audits (1 byte per pixel and role: 256 images of
 #: 224x224 take 25 MiB). Rasterising every sample again took a tenth of each audit of the demo model.
 REGION_CACHE_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class ProbeBatch:
-    """A batch of probe samples with their regions rasterised at input resolution.
-
-    Attributes:
-        images: float ``[B, 3, H, W]`` (after the probe set's transform).
-        labels: long ``[B]`` class indices.
-        regions: bool ``[B, H, W]``, union of the object boxes and masks.
-        spurious: bool ``[B, H, W]``, union of the spurious boxes and masks (all ``False`` where none).
-        has_spurious: bool ``[B]``, whether ``spurious`` is non-empty for each sample.
-        indices: long ``[B]``, positions of the samples in the probe set.
-        sample_ids: the samples' ids, in batch order.
-    """
-
-    images: Tensor
-    labels: Tensor
-    regions: Tensor
-    spurious: Tensor
-    has_spurious: Tensor
-    indices: Tensor
-    sample_ids: list[str]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to(self, device: torch.device | str) -> ProbeBatch:
-        """The same batch with every tensor moved to ``device``."""
-        tensors = ("images", "labels", "regions", "spurious", "has_spurious", "indices")
-        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 
 
 class ProbeSet(Dataset):
