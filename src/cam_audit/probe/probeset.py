@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 from cam_audit.errors import CamAuditError, ProbeError
 from cam_audit.probe.batch import ProbeBatch
 from cam_audit.probe.sample import ProbeSample
-from cam_audit.probe.validation import check_images, check_labels, split_boxes, split_masks
+from cam_audit.probe.validation import check_images, check_labels, check_transform, split_boxes, split_masks
 from cam_audit.regions import target_regions
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -54,6 +54,7 @@ class ProbeSet(Dataset):
     ) -> None:
         if len(samples) == 0:
             raise ProbeError("the probe set is empty; give at least one image with a label and a region.")
+        check_transform(transform)
         self.samples: list[ProbeSample] = list(samples)
         self.classes: list[str] | None = list(classes) if classes is not None else None
         self.transform = transform
@@ -119,19 +120,23 @@ class ProbeSet(Dataset):
         image_dir: str | Path,
         spurious_categories: Sequence[str | int] = ("watermark",),
         transform: Transform | None = None,
+        *,
         categories: Mapping[str | int, int] | None = None,
     ) -> ProbeSet:
         """Build a probe set from a COCO instances file; images are read lazily from ``image_dir``.
 
         Boxes come from ``bbox`` (xywh, converted to xyxy) and masks from ``segmentation`` (polygons or
-        RLE); an image may have several objects. Annotations of ``spurious_categories`` (names or ids)
-        are spurious regions. ``categories`` maps ``{category id or name: class index}``; by default the
-        non-spurious categories sorted by id become classes ``0..K-1``, named after the categories. An
-        image's label is the class of its object annotations, which must all agree.
+        RLE); an image may have several objects. Annotations of ``spurious_categories`` (names or ids,
+        matched exactly) are spurious regions; each must be a category of the file, except the default
+        ``("watermark",)``, which marks nothing in a file without it. ``categories`` (keyword only) maps
+        ``{category id or name: class index}``; by default the non-spurious categories sorted by id become
+        classes ``0..K-1``, named after the categories. An image's label is the class of its object
+        annotations, which must all agree. Images are scaled by their bit depth (see :meth:`from_csv`).
 
         Raises:
-            ProbeError: naming the file, image or annotation id (missing or undecodable image, box outside
-                the image or of zero area, mask of the wrong size, unknown category, mixed classes).
+            ProbeError: naming the file, entry (``annotations[3]``) and field for a malformed structure;
+                the image or annotation for a missing or undecodable image, a box or polygon outside the
+                image, a box of zero area, a mask of the wrong size, an unknown category, mixed classes.
         """
         from cam_audit.probe.coco import load_coco
 
@@ -143,15 +148,20 @@ class ProbeSet(Dataset):
         cls,
         manifest_csv: str | Path,
         transform: Transform | None = None,
+        *,
         classes: Sequence[str] | None = None,
     ) -> ProbeSet:
         """Build a probe set from a manifest CSV with one row per region.
 
         Columns: ``image`` (path relative to the CSV), ``label`` (class index or name), optional ``role``
         (``object`` or ``spurious``; empty means object), and ``x_min, y_min, x_max, y_max`` (pixels) and/or
-        ``mask`` (path of a PNG, non-zero inside, relative to the CSV). Rows of one image are merged; they
-        must agree on the label (spurious rows may leave it empty). Class names are looked up in
-        ``classes``; without it they are sorted alphabetically to ``0..K-1``.
+        ``mask`` (path of a mask image relative to the CSV). Rows of one image are merged; they must agree
+        on the label (spurious rows may leave it empty). Class names are looked up in ``classes`` (keyword
+        only); without it they are sorted alphabetically to ``0..K-1``.
+
+        Images are scaled by their file's bit depth to ``[0, 1]``, alpha dropped. A mask is read from its
+        colour, or from its alpha channel when only the alpha varies; non-zero is inside in lossless 8-bit
+        files, above half the range in lossy (JPEG, WebP) and 16-bit ones (:mod:`cam_audit.probe.pixels`).
 
         Raises:
             ProbeError: naming the file and row (missing column, empty file, missing or undecodable image,
@@ -169,17 +179,20 @@ class ProbeSet(Dataset):
         mask_dir: str | Path,
         labels_csv: str | Path,
         transform: Transform | None = None,
+        *,
         spurious_mask_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
     ) -> ProbeSet:
         """Build a probe set from an image folder and a folder of object masks with the same file stems.
 
         ``labels_csv`` has columns ``image`` (file name in ``image_dir``) and ``label`` (index or name, as in
-        :meth:`from_csv`). Masks are images where non-zero pixels are the object; ``spurious_mask_dir``
-        optionally holds spurious-cue masks for some of the images.
+        :meth:`from_csv`). A mask is the file in ``mask_dir`` whose name is the image's stem plus one suffix
+        (a ``.png`` first), compared literally (``cat [1].png`` finds ``cat [1].png``); it is read by the
+        rule of :meth:`from_csv`. ``spurious_mask_dir`` (keyword only, like ``classes``) optionally holds
+        spurious-cue masks for some of the images.
 
         Raises:
-            ProbeError: naming the row or file (missing image or mask, mask of the wrong size, ...).
+            ProbeError: naming the row or file (missing folder, image or mask, mask of the wrong size, ...).
         """
         from cam_audit.probe.loaders import load_mask_dir
 
