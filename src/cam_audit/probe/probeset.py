@@ -225,6 +225,17 @@ class ProbeSet(Dataset):
             return len(self.classes)
         return max(sample.label for sample in self.samples) + 1
 
+    def class_names(self) -> list[str]:
+        """The class names, or ``"0"``, ``"1"``, ... up to :attr:`num_classes` when the probe has none.
+
+        Example:
+            >>> ProbeSet.from_tensors(torch.rand(2, 3, 4, 4), [0, 2]).class_names()
+            ['0', '1', '2']
+        """
+        if self.classes is not None:
+            return [str(name) for name in self.classes]
+        return [str(k) for k in range(self.num_classes)]
+
     @property
     def has_spurious(self) -> bool:
         """Whether any sample carries a spurious region."""
