@@ -360,7 +360,7 @@ def test_class_names_are_the_classes_or_the_indices_as_text() -> None:
     assert named.class_names() == ["cat", "dog", "fox"]
 
 
-def test_sixteen_bit_png_without_the_torchvision_decoder_is_read_by_pillow(tmp_path, monkeypatch) -> None:
+def test_sixteen_bit_pngs_without_the_torchvision_decoder_are_read_by_pillow(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torchvision.io", None)  # as in a torchvision without image decoders
     png(tmp_path / "images" / "a.png", GRAY16)
     png(tmp_path / "images" / "b.png", COLOUR16[..., :3])
@@ -368,3 +368,6 @@ def test_sixteen_bit_png_without_the_torchvision_decoder_is_read_by_pillow(tmp_p
     gray, colour = probe[0][0], probe[1][0]
     torch.testing.assert_close(gray, unit(GRAY16, 65535), atol=1e-6, rtol=0, check_dtype=False)  # exact
     torch.testing.assert_close(colour, unit(COLOUR16, 65535), atol=1 / 255, rtol=0, check_dtype=False)
+    halo = (OBJECT * 65535 + HALO * 300).astype(np.uint16)  # 300 keeps a non-zero high byte
+    png(tmp_path / "masks" / "a.png", np.dstack([halo] * 3))
+    assert torch.equal(mask_via_dir(tmp_path, "a.png"), torch.from_numpy(OBJECT))  # still at half range

@@ -21,7 +21,7 @@ Mask rule (:func:`mask_from_pixels`), also in the README:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +56,18 @@ class Pixels:
 
     Attributes:
         values: integer array ``[H, W, C]`` as stored in the file (``uint8`` or ``uint16``).
-        maximum: the largest value of the file's bit depth (1, 255 or 65535).
+        maximum: the largest value ``values`` can take (1, 255 or 65535): what they are divided by.
         layout: ``"L"``, ``"LA"``, ``"RGB"`` or ``"RGBA"``: what the ``C`` channels are.
         lossy: whether the file's format compresses with loss (its values carry noise).
+        depth: bits per sample in the file (1, 8 or 16); 16 with ``maximum`` 255 where a 16-bit file
+            could only be decoded to 8 bits.
     """
 
     values: np.ndarray
     maximum: int
     layout: str
     lossy: bool
+    depth: int = 8
 
     @property
     def colour(self) -> np.ndarray:
@@ -92,14 +95,16 @@ def decode_pixels(path: Path, what: str = "image", where: str = "") -> Pixels:
     prefix = f"{where}: " if where else ""
     if not path.is_file():
         raise ProbeError(f"{prefix}{what} file {path} does not exist; check the path and the folder.")
-    if _png_bit_depth(path) == 16:
+    sixteen_bit = _png_bit_depth(path) == 16
+    if sixteen_bit:
         pixels = _decode_png16(path, prefix + what)
         if pixels is not None:
             return pixels
     try:
         with Image.open(path) as img:
             img.load()
-            return _from_pillow(img, path, prefix + what)
+            pixels = _from_pillow(img, path, prefix + what)
+            return replace(pixels, depth=16) if sixteen_bit else pixels
     except ProbeError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -130,7 +135,7 @@ def mask_from_pixels(pixels: Pixels, path: Path, where: str) -> np.ndarray:
         >>> mask_from_pixels(Pixels(opaque, 255, "RGBA", lossy=False), Path("m.png"), "row 1").tolist()
         [[True, False, False], [False, False, False]]
     """
-    half = pixels.lossy or pixels.maximum > 255
+    half = pixels.lossy or pixels.depth == 16
     colour = _luminance(pixels.colour)
     source, channel = colour, "colour"
     alpha = pixels.alpha
@@ -210,7 +215,7 @@ def _decode_png16(path: Path, what: str) -> Pixels | None:
     # torchvision before 0.21 returns 16-bit PNGs reduced to uint8
     maximum = 255 if decoded.dtype == torch.uint8 else 65535
     values = decoded.permute(1, 2, 0).to(torch.int32).numpy().astype(np.uint16 if maximum > 255 else np.uint8)
-    return Pixels(values=values, maximum=maximum, layout=_LAYOUT[values.shape[-1]], lossy=False)
+    return Pixels(values=values, maximum=maximum, layout=_LAYOUT[values.shape[-1]], lossy=False, depth=16)
 
 
 def _from_pillow(img: Image.Image, path: Path, what: str) -> Pixels:
@@ -220,12 +225,12 @@ def _from_pillow(img: Image.Image, path: Path, what: str) -> Pixels:
         target = _CONVERT[mode] or ("RGBA" if "transparency" in img.info else "RGB")
         img, mode = img.convert(target), target
     if mode == "1":
-        return Pixels(np.asarray(img, dtype=np.uint8)[..., None], 1, "L", lossy)
+        return Pixels(np.asarray(img, dtype=np.uint8)[..., None], 1, "L", lossy, depth=1)
     if mode in _SIXTEEN_BIT or (mode == "I" and img.format == "PPM"):
         values = np.asarray(img)
         if values.min() < 0 or values.max() > 65535:
             raise ProbeError(f"{what} file {path} has values outside 0..65535; save it as a 16-bit PNG.")
-        return Pixels(values.astype(np.uint16)[..., None], 65535, "L", lossy)
+        return Pixels(values.astype(np.uint16)[..., None], 65535, "L", lossy, depth=16)
     check_known_range(mode, img.format, path, what)
     if mode not in ("L", "LA", "RGB", "RGBA"):
         img, mode = img.convert("RGB"), "RGB"
