@@ -18,14 +18,18 @@ from pycocotools import mask as coco_mask
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
+from cam_audit.probe.coco_schema import CocoAnnotation, check_coco
 from cam_audit.probe.sample import ProbeSample, image_size
 from cam_audit.probe.validation import check_boxes, check_masks
+
+#: The default spurious category: a file without it simply has no spurious regions.
+DEFAULT_SPURIOUS = ("watermark",)
 
 
 def load_coco(
     annotation_json: str | Path,
     image_dir: str | Path,
-    spurious_categories: Sequence[str | int] = ("watermark",),
+    spurious_categories: Sequence[str | int] = DEFAULT_SPURIOUS,
     categories: Mapping[str | int, int] | None = None,
 ) -> tuple[list[ProbeSample], list[str]]:
     """Probe samples and class names from a COCO instances file.
@@ -33,7 +37,8 @@ def load_coco(
     Args:
         annotation_json: path of the COCO file (``images``, ``annotations``, ``categories``).
         image_dir: folder the images' ``file_name`` is relative to.
-        spurious_categories: names or ids of categories that mark spurious cues.
+        spurious_categories: names or ids of categories that mark spurious cues; each must be in the
+            file, except the default ``("watermark",)``, which marks nothing in a file without it.
         categories: ``{category id or name: class index}`` for the object categories. Default: the
             non-spurious categories sorted by id, mapped to ``0..K-1``.
 
@@ -42,78 +47,80 @@ def load_coco(
         name of the category mapped to class ``k`` (``"class_k"`` for an index no category maps to).
 
     Raises:
-        ProbeError: naming the file, image or annotation id, for an unreadable file, an unknown
-            category, a missing or unreadable image, a box outside its image or of zero area, a mask of
-            the wrong size, an image without objects or with objects of different classes.
+        ProbeError: naming the file, image or annotation, for an unreadable file, a malformed structure
+            (see :mod:`cam_audit.probe.coco_schema`), a name or id in ``spurious_categories`` or
+            ``categories`` that the file lacks, a missing or unreadable image, a box outside its image or
+            of zero area, a polygon vertex outside its image, a mask of the wrong size, an image without
+            objects or with objects of different classes.
     """
     path = Path(annotation_json)
-    data = _read_json(path)
-    category_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-    spurious_ids = _resolve_spurious(spurious_categories, category_names)
-    class_of, classes = _class_mapping(categories, category_names, spurious_ids, path)
+    coco = check_coco(_read_json(path), path)
+    spurious_ids = _resolve_spurious(spurious_categories, coco.categories, path)
+    class_of, classes = _class_mapping(categories, coco.categories, spurious_ids, path)
 
-    images = {int(image["id"]): image for image in data["images"]}
-    per_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images}
-    for annotation in data["annotations"]:
-        image_id = int(annotation["image_id"])
-        if image_id not in per_image:
-            raise ProbeError(
-                f"annotation {annotation.get('id')} of {path}: image_id {image_id} is not listed in 'images'."
-            )
-        per_image[image_id].append(annotation)
+    per_image: dict[int, list[CocoAnnotation]] = {image.id: [] for image in coco.images}
+    for annotation in coco.annotations:
+        per_image[annotation.image_id].append(annotation)
 
     samples = []
-    for image_id, image in images.items():
-        file_path = Path(image_dir) / image["file_name"]
-        where = f"image {image['file_name']!r} (id {image_id}) of {path}"
+    for image in coco.images:
+        file_path = Path(image_dir) / image.file_name
+        where = f"image {image.file_name!r} (id {image.id}) of {path}"
         size = image_size(file_path, where)
-        declared = (int(image.get("height", size[0])), int(image.get("width", size[1])))
+        declared = (image.height or size[0], image.width or size[1])
         if declared != size:
             raise ProbeError(
                 f"{where}: the file is {size[1]}x{size[0]} (W x H) but the annotation file declares "
                 f"{declared[1]}x{declared[0]}; fix 'width'/'height' or the image."
             )
-        sample = _sample(per_image[image_id], size, where, class_of, spurious_ids)
-        samples.append(ProbeSample(sample_id=str(image["file_name"]), image=file_path, size=size, **sample))
+        sample = _sample(per_image[image.id], size, where, class_of, spurious_ids)
+        samples.append(ProbeSample(sample_id=image.file_name, image=file_path, size=size, **sample))
     return samples, classes
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise ProbeError(f"annotation file {path} does not exist; check the path.")
     text = path.read_text(encoding="utf-8")
     if not text.strip():
         raise ProbeError(f"annotation file {path} is empty; write a COCO instances JSON there.")
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise ProbeError(f"annotation file {path} is not valid JSON ({err}).") from err
-    missing = [
-        key
-        for key in ("images", "annotations", "categories")
-        if not isinstance(data, dict) or key not in data
-    ]
-    if missing:
-        raise ProbeError(
-            f"annotation file {path} lacks the COCO keys {missing}; it needs images, annotations, categories."
-        )
-    return data
 
 
 def _resolve_category(key: str | int, names: Mapping[int, str], path: Path, argument: str) -> int:
-    if isinstance(key, int) and key in names:
+    if isinstance(key, int) and not isinstance(key, bool) and key in names:
         return key
     matches = [cid for cid, name in names.items() if name == key]
     if not matches:
         known = ", ".join(f"{cid}: {name!r}" for cid, name in sorted(names.items()))
-        raise ProbeError(f"{argument}: unknown category {key!r} in {path}; its categories are {{{known}}}.")
+        raise ProbeError(
+            f"{argument}: unknown category {key!r} in {path}; its categories are {{{known}}} (names match "
+            "exactly, case included; ids are integers)."
+        )
     return matches[0]
 
 
-def _resolve_spurious(keys: Sequence[str | int], names: Mapping[int, str]) -> set[int]:
-    """Ids of the categories named (or numbered) in ``keys``; a key the file lacks marks nothing."""
-    wanted = {str(key) for key in keys}
-    return {cid for cid, name in names.items() if name in wanted or str(cid) in wanted}
+def _resolve_spurious(keys: Sequence[str | int] | str, names: Mapping[int, str], path: Path) -> set[int]:
+    """Ids of the categories named (or numbered) in ``keys``.
+
+    Every name or id must be in the file, except the default ``("watermark",)``, which marks nothing in
+    a file without such a category; but a category whose name differs from it only in case is an error,
+    so that a ``"Watermark"`` category is not taken for a class.
+    """
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    if keys == DEFAULT_SPURIOUS and DEFAULT_SPURIOUS[0] not in names.values():
+        similar = [name for name in names.values() if name.casefold() == DEFAULT_SPURIOUS[0]]
+        if similar:
+            raise ProbeError(
+                f"spurious_categories: {path} has no category named {DEFAULT_SPURIOUS[0]!r} but has "
+                f"{similar[0]!r}; pass spurious_categories=({similar[0]!r},) to mark it as spurious, or "
+                "spurious_categories=() to make it a class."
+            )
+        return set()
+    return {_resolve_category(key, names, path, "spurious_categories") for key in keys}
 
 
 def _class_mapping(
@@ -134,7 +141,7 @@ def _class_mapping(
 
 
 def _sample(
-    annotations: list[dict[str, Any]],
+    annotations: list[CocoAnnotation],
     size: tuple[int, int],
     where: str,
     class_of: Mapping[int, int],
@@ -144,8 +151,8 @@ def _sample(
     regions: dict[str, list[Tensor]] = {"boxes": [], "masks": [], "spurious_boxes": [], "spurious_masks": []}
     labels: dict[int, int] = {}  # class index -> first category id seen with it
     for annotation in annotations:
-        category = int(annotation["category_id"])
-        at = f"annotation {annotation.get('id')} ({where})"
+        category = annotation.category_id
+        at = f"{annotation.name} ({where})"
         spurious = category in spurious_ids
         if not spurious:
             if category not in class_of:
@@ -155,14 +162,12 @@ def _sample(
                 )
             labels.setdefault(class_of[category], category)
         prefix = "spurious_" if spurious else ""
-        if not annotation.get("bbox") and not annotation.get("segmentation"):
-            raise ProbeError(f"{at}: has neither a bbox nor a segmentation; give it one or remove it.")
-        if annotation.get("bbox"):
-            x, y, w, h = (float(v) for v in annotation["bbox"])
+        if annotation.bbox is not None:
+            x, y, w, h = annotation.bbox
             regions[prefix + "boxes"].append(check_boxes([[x, y, x + w, y + h]], size, at))
-        if annotation.get("segmentation"):
+        if annotation.segmentation is not None:
             regions[prefix + "masks"].append(
-                check_masks(_decode(annotation["segmentation"], size, at), size, at)
+                check_masks(_decode(annotation.segmentation, size, at), size, at)
             )
     if not labels:
         raise ProbeError(
@@ -182,6 +187,8 @@ def _sample(
 def _decode(segmentation: Any, size: tuple[int, int], where: str) -> Tensor:
     """Decode a polygon list, an uncompressed RLE or a compressed RLE to bool ``[1, h, w]``."""
     height, width = size
+    if isinstance(segmentation, list):
+        _check_polygons(segmentation, size, where)
     try:
         if isinstance(segmentation, list):
             rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
@@ -199,6 +206,18 @@ def _decode(segmentation: Any, size: tuple[int, int], where: str) -> Tensor:
     except (TypeError, ValueError, KeyError, IndexError) as err:
         raise ProbeError(f"{where}: segmentation cannot be decoded ({err}); use polygons or RLE.") from err
     return torch.from_numpy(decoded.astype(bool))[None]
+
+
+def _check_polygons(polygons: list[list[float]], size: tuple[int, int], where: str) -> None:
+    """Refuse a polygon vertex outside the image, which rasterising would clip without a word."""
+    height, width = size
+    for k, polygon in enumerate(polygons):
+        for x, y in zip(polygon[0::2], polygon[1::2], strict=True):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ProbeError(
+                    f"{where}: segmentation polygon {k} has the vertex ({x:g}, {y:g}) outside the "
+                    f"{width}x{height} (W x H) image; vertices must stay within [0, {width}] x [0, {height}]."
+                )
 
 
 __all__ = ["load_coco"]

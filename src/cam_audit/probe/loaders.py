@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
+from cam_audit.probe.pixels import decode_pixels, mask_from_pixels
 from cam_audit.probe.sample import ProbeSample, image_size
 from cam_audit.probe.validation import check_boxes, check_label, check_masks
 
@@ -164,6 +163,8 @@ def load_mask_dir(
     """
     table = read_table(labels_csv, ("image", "label"))
     mapping, classes = label_mapping(list(table["label"]), classes)
+    masks = _MaskFolder(Path(mask_dir), "mask_dir")
+    spurious_masks = _MaskFolder(Path(spurious_mask_dir), "spurious_mask_dir") if spurious_mask_dir else None
     samples = []
     for row, (image, label) in enumerate(zip(table["image"], table["label"], strict=True)):
         where = f"row {row + 1} of {labels_csv}"
@@ -171,13 +172,13 @@ def load_mask_dir(
             raise ProbeError(f"{where}: both 'image' and 'label' must be filled.")
         file_path = Path(image_dir) / image
         size = image_size(file_path, where)
-        mask_path = _same_stem(Path(mask_dir), file_path.stem)
+        mask_path = masks.find(file_path.stem)
         if mask_path is None:
             raise ProbeError(
                 f"{where}: no mask for {image!r} in {mask_dir}; masks share the image's file stem "
                 f"(e.g. {Path(mask_dir) / (file_path.stem + '.png')})."
             )
-        spurious_path = _same_stem(Path(spurious_mask_dir), file_path.stem) if spurious_mask_dir else None
+        spurious_path = spurious_masks.find(file_path.stem) if spurious_masks else None
         samples.append(
             ProbeSample(
                 sample_id=image,
@@ -192,28 +193,39 @@ def load_mask_dir(
 
 
 def read_mask(path: Path, size: tuple[int, int], where: str) -> Tensor:
-    """A mask image as bool ``[1, H, W]`` (any non-zero pixel is inside), checked against the image size.
+    """A mask file as bool ``[1, H, W]``, checked against the image size.
+
+    Which pixels are inside (the rule is in :mod:`cam_audit.probe.pixels` and the README): the value of a
+    grayscale file or the luminance of a colour one, or the alpha channel when only the alpha varies;
+    non-zero is inside in lossless 8-bit and bilevel files, above half the range in lossy (JPEG, WebP) and
+    16-bit files.
 
     Raises:
-        ProbeError: the file is missing, cannot be decoded, or does not have the image's size.
+        ProbeError: the file is missing, cannot be decoded, does not have the image's size, or its colour and
+            alpha disagree (see :func:`~cam_audit.probe.pixels.mask_from_pixels`).
     """
-    if not path.is_file():
-        raise ProbeError(f"{where}: mask file {path} does not exist; check the path.")
-    try:
-        with Image.open(path) as img:
-            pixels = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ProbeError(f"{where}: mask file {path} cannot be decoded ({err}); save masks as PNG.") from err
-    mask = torch.from_numpy(pixels != 0)
-    if mask.ndim == 3:
-        mask = mask.any(dim=-1)
+    pixels = decode_pixels(path, "mask", where)
+    mask = torch.from_numpy(mask_from_pixels(pixels, path, where))
     return check_masks(mask, size, f"{where} (mask {path.name})")
 
 
-def _same_stem(folder: Path, stem: str) -> Path | None:
-    candidates = sorted(p for p in folder.glob(f"{stem}.*") if p.is_file() and p.stem == stem)
-    pngs = [p for p in candidates if p.suffix.lower() == ".png"]
-    return (pngs or candidates or [None])[0]
+class _MaskFolder:
+    """The files of a mask folder by stem, listed once; names are compared literally, never as patterns."""
+
+    def __init__(self, folder: Path, argument: str) -> None:
+        if not folder.is_dir():
+            raise ProbeError(f"{argument} {folder} is not a folder; check the path.")
+        self.folder = folder
+        self.by_stem: dict[str, list[Path]] = {}
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                self.by_stem.setdefault(path.stem, []).append(path)
+
+    def find(self, stem: str) -> Path | None:
+        """The file named ``stem`` plus one suffix, a ``.png`` first (``None`` when there is none)."""
+        candidates = self.by_stem.get(stem, [])
+        pngs = [p for p in candidates if p.suffix.lower() == ".png"]
+        return (pngs or candidates or [None])[0]
 
 
 def _is_int(text: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError, ProbeError
+from cam_audit.probe.batch import ProbeBatch
 from cam_audit.probe.sample import ProbeSample
-from cam_audit.probe.validation import check_images, check_labels, split_boxes, split_masks
+from cam_audit.probe.validation import check_images, check_labels, check_transform, split_boxes, split_masks
 from cam_audit.regions import target_regions
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
@@ -23,37 +23,6 @@ Transform = Callable[[Any, Any], tuple[Any, Any]]
 #: Bytes of rasterised regions a probe set keeps between audits (1 byte per pixel and role: 256 images of
 #: 224x224 take 25 MiB). Rasterising every sample again took a tenth of each audit of the demo model.
 REGION_CACHE_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class ProbeBatch:
-    """A batch of probe samples with their regions rasterised at input resolution.
-
-    Attributes:
-        images: float ``[B, 3, H, W]`` (after the probe set's transform).
-        labels: long ``[B]`` class indices.
-        regions: bool ``[B, H, W]``, union of the object boxes and masks.
-        spurious: bool ``[B, H, W]``, union of the spurious boxes and masks (all ``False`` where none).
-        has_spurious: bool ``[B]``, whether ``spurious`` is non-empty for each sample.
-        indices: long ``[B]``, positions of the samples in the probe set.
-        sample_ids: the samples' ids, in batch order.
-    """
-
-    images: Tensor
-    labels: Tensor
-    regions: Tensor
-    spurious: Tensor
-    has_spurious: Tensor
-    indices: Tensor
-    sample_ids: list[str]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def to(self, device: torch.device | str) -> ProbeBatch:
-        """The same batch with every tensor moved to ``device``."""
-        tensors = ("images", "labels", "regions", "spurious", "has_spurious", "indices")
-        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 
 
 class ProbeSet(Dataset):
@@ -85,6 +54,7 @@ class ProbeSet(Dataset):
     ) -> None:
         if len(samples) == 0:
             raise ProbeError("the probe set is empty; give at least one image with a label and a region.")
+        check_transform(transform)
         self.samples: list[ProbeSample] = list(samples)
         self.classes: list[str] | None = list(classes) if classes is not None else None
         self.transform = transform
@@ -150,19 +120,23 @@ class ProbeSet(Dataset):
         image_dir: str | Path,
         spurious_categories: Sequence[str | int] = ("watermark",),
         transform: Transform | None = None,
+        *,
         categories: Mapping[str | int, int] | None = None,
     ) -> ProbeSet:
         """Build a probe set from a COCO instances file; images are read lazily from ``image_dir``.
 
         Boxes come from ``bbox`` (xywh, converted to xyxy) and masks from ``segmentation`` (polygons or
-        RLE); an image may have several objects. Annotations of ``spurious_categories`` (names or ids)
-        are spurious regions. ``categories`` maps ``{category id or name: class index}``; by default the
-        non-spurious categories sorted by id become classes ``0..K-1``, named after the categories. An
-        image's label is the class of its object annotations, which must all agree.
+        RLE); an image may have several objects. Annotations of ``spurious_categories`` (names or ids,
+        matched exactly) are spurious regions; each must be a category of the file, except the default
+        ``("watermark",)``, which marks nothing in a file without it. ``categories`` (keyword only) maps
+        ``{category id or name: class index}``; by default the non-spurious categories sorted by id become
+        classes ``0..K-1``, named after the categories. An image's label is the class of its object
+        annotations, which must all agree. Images are scaled by their bit depth (see :meth:`from_csv`).
 
         Raises:
-            ProbeError: naming the file, image or annotation id (missing or undecodable image, box outside
-                the image or of zero area, mask of the wrong size, unknown category, mixed classes).
+            ProbeError: naming the file, entry (``annotations[3]``) and field for a malformed structure;
+                the image or annotation for a missing or undecodable image, a box or polygon outside the
+                image, a box of zero area, a mask of the wrong size, an unknown category, mixed classes.
         """
         from cam_audit.probe.coco import load_coco
 
@@ -174,15 +148,20 @@ class ProbeSet(Dataset):
         cls,
         manifest_csv: str | Path,
         transform: Transform | None = None,
+        *,
         classes: Sequence[str] | None = None,
     ) -> ProbeSet:
         """Build a probe set from a manifest CSV with one row per region.
 
         Columns: ``image`` (path relative to the CSV), ``label`` (class index or name), optional ``role``
         (``object`` or ``spurious``; empty means object), and ``x_min, y_min, x_max, y_max`` (pixels) and/or
-        ``mask`` (path of a PNG, non-zero inside, relative to the CSV). Rows of one image are merged; they
-        must agree on the label (spurious rows may leave it empty). Class names are looked up in
-        ``classes``; without it they are sorted alphabetically to ``0..K-1``.
+        ``mask`` (path of a mask image relative to the CSV). Rows of one image are merged; they must agree
+        on the label (spurious rows may leave it empty). Class names are looked up in ``classes`` (keyword
+        only); without it they are sorted alphabetically to ``0..K-1``.
+
+        Images are scaled by their file's bit depth to ``[0, 1]``, alpha dropped. A mask is read from its
+        colour, or from its alpha channel when only the alpha varies; non-zero is inside in lossless 8-bit
+        files, above half the range in lossy (JPEG, WebP) and 16-bit ones (:mod:`cam_audit.probe.pixels`).
 
         Raises:
             ProbeError: naming the file and row (missing column, empty file, missing or undecodable image,
@@ -200,17 +179,20 @@ class ProbeSet(Dataset):
         mask_dir: str | Path,
         labels_csv: str | Path,
         transform: Transform | None = None,
+        *,
         spurious_mask_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
     ) -> ProbeSet:
         """Build a probe set from an image folder and a folder of object masks with the same file stems.
 
         ``labels_csv`` has columns ``image`` (file name in ``image_dir``) and ``label`` (index or name, as in
-        :meth:`from_csv`). Masks are images where non-zero pixels are the object; ``spurious_mask_dir``
-        optionally holds spurious-cue masks for some of the images.
+        :meth:`from_csv`). A mask is the file in ``mask_dir`` whose name is the image's stem plus one suffix
+        (a ``.png`` first), compared literally (``cat [1].png`` finds ``cat [1].png``); it is read by the
+        rule of :meth:`from_csv`. ``spurious_mask_dir`` (keyword only, like ``classes``) optionally holds
+        spurious-cue masks for some of the images.
 
         Raises:
-            ProbeError: naming the row or file (missing image or mask, mask of the wrong size, ...).
+            ProbeError: naming the row or file (missing folder, image or mask, mask of the wrong size, ...).
         """
         from cam_audit.probe.loaders import load_mask_dir
 
@@ -242,6 +224,17 @@ class ProbeSet(Dataset):
         if self.classes is not None:
             return len(self.classes)
         return max(sample.label for sample in self.samples) + 1
+
+    def class_names(self) -> list[str]:
+        """The class names, or ``"0"``, ``"1"``, ... up to :attr:`num_classes` when the probe has none.
+
+        Example:
+            >>> ProbeSet.from_tensors(torch.rand(2, 3, 4, 4), [0, 2]).class_names()
+            ['0', '1', '2']
+        """
+        if self.classes is not None:
+            return [str(name) for name in self.classes]
+        return [str(k) for k in range(self.num_classes)]
 
     @property
     def has_spurious(self) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from cam_audit.errors import ProbeError
+from cam_audit.probe.pixels import check_known_range, decode_pixels, to_unit_rgb
 
 
 @dataclass(frozen=True)
@@ -52,28 +53,26 @@ class ProbeSample:
 
 
 def read_image(path: Path) -> Tensor:
-    """Decode an image file to float32 RGB ``[3, H, W]`` in ``[0, 1]``.
+    """Decode an image file to float32 RGB ``[3, H, W]`` in ``[0, 1]``, scaled by the file's bit depth.
+
+    8-bit files are divided by 255 and 16-bit ones (PNG at full precision, 16-bit grayscale TIFF and PGM)
+    by 65535; bilevel files become 0 and 1; palette files are looked up in their palette; grayscale is
+    repeated to three channels. An alpha channel is dropped: the colour channels are taken as stored, not
+    composited over a background.
 
     Raises:
-        ProbeError: the file is missing or cannot be decoded.
+        ProbeError: the file is missing or cannot be decoded, or holds 32-bit integer or float pixels.
     """
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except FileNotFoundError as err:
-        raise ProbeError(
-            f"image file {path} does not exist; check the path and the image directory."
-        ) from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise ProbeError(f"image file {path} cannot be decoded ({err}); re-save it as PNG or JPEG.") from err
-    return TF.to_dtype(TF.pil_to_tensor(rgb), torch.float32, scale=True)
+    pixels = decode_pixels(path, "image")
+    return torch.from_numpy(np.ascontiguousarray(to_unit_rgb(pixels).transpose(2, 0, 1)))
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:
     """``(H, W)`` of an image file read from its header, checking that it exists and can be decoded.
 
     Raises:
-        ProbeError: missing, empty or undecodable file (``where`` names the row or annotation).
+        ProbeError: missing, empty or undecodable file, or one of 32-bit integer or float pixels, whose
+            range is unknown (``where`` names the row or annotation).
     """
     if not path.is_file():
         raise ProbeError(
@@ -81,12 +80,14 @@ def image_size(path: Path, where: str) -> tuple[int, int]:
         )
     try:
         with Image.open(path) as img:
+            mode, file_format = img.mode, img.format
             img.verify()
             width, height = img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ProbeError(
             f"{where}: image file {path} cannot be decoded ({err}); re-save it as PNG or JPEG."
         ) from err
+    check_known_range(mode, file_format, path, f"{where}: image")
     return height, width
 
 

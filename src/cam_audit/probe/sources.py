@@ -1,9 +1,10 @@
 """Probe sets declared by their arguments, so a YAML config can name one.
 
 A :class:`~cam_audit.probe.ProbeSet` holds decoded images and cannot be written in a config file; a
-``ProbeSource`` can. Each subclass takes the arguments of one loader and :meth:`ProbeSource.load` builds
-the probe set. ``CamAudit(probe=...)`` and ``cam-audit audit`` accept either, so in a LightningCLI or
-``cam-audit audit`` config a probe reads::
+``ProbeSource`` can. Each subclass takes the arguments of one loader, in the same order (the loader's
+options after ``transform`` by keyword only), and :meth:`ProbeSource.load` builds the probe set.
+``CamAudit(probe=...)`` and ``cam-audit audit`` accept either, so in a LightningCLI or ``cam-audit audit``
+config a probe reads::
 
     probe:
       class_path: cam_audit.probe.sources.CocoProbe
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cam_audit.probe.probeset import ProbeSet
+from cam_audit.probe.validation import check_transform
 
 #: How a config names a transform: anything called as ``transform(image, target)``, e.g. a
 #: ``torchvision.transforms.v2`` transform given by ``class_path`` and ``init_args``.
@@ -57,8 +59,8 @@ class CocoProbe(ProbeSource):
         annotation_json: path of the COCO instances JSON.
         image_dir: folder the images' ``file_name`` are relative to.
         spurious_categories: category names or ids whose annotations are spurious regions.
-        categories: ``{category id or name: class index}``; default: the other categories, by id.
         transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
+        categories: ``{category id or name: class index}``; default: the other categories, by id.
     """
 
     def __init__(
@@ -66,22 +68,26 @@ class CocoProbe(ProbeSource):
         annotation_json: str | Path,
         image_dir: str | Path,
         spurious_categories: Sequence[str | int] = ("watermark",),
-        categories: dict[str | int, int] | None = None,
         transform: Transform | None = None,
+        *,
+        categories: dict[str | int, int] | None = None,
     ) -> None:
+        check_transform(transform)
         self.annotation_json = annotation_json
         self.image_dir = image_dir
-        self.spurious_categories = tuple(spurious_categories)
-        self.categories = categories
+        self.spurious_categories = (
+            (spurious_categories,) if isinstance(spurious_categories, str) else tuple(spurious_categories)
+        )
         self.transform = transform
+        self.categories = categories
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_coco(
             self.annotation_json,
             self.image_dir,
             spurious_categories=self.spurious_categories,
-            categories=self.categories,
             transform=self.transform,
+            categories=self.categories,
         )
 
 
@@ -90,19 +96,24 @@ class CsvProbe(ProbeSource):
 
     Args:
         manifest_csv: path of the CSV; image and mask paths in it are relative to it.
-        classes: class names in index order; default: the names in the CSV, sorted.
         transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
+        classes: class names in index order; default: the names in the CSV, sorted.
     """
 
     def __init__(
-        self, manifest_csv: str | Path, classes: list[str] | None = None, transform: Transform | None = None
+        self,
+        manifest_csv: str | Path,
+        transform: Transform | None = None,
+        *,
+        classes: list[str] | None = None,
     ) -> None:
+        check_transform(transform)
         self.manifest_csv = manifest_csv
-        self.classes = classes
         self.transform = transform
+        self.classes = classes
 
     def load(self) -> ProbeSet:
-        return ProbeSet.from_csv(self.manifest_csv, classes=self.classes, transform=self.transform)
+        return ProbeSet.from_csv(self.manifest_csv, transform=self.transform, classes=self.classes)
 
 
 class MaskDirProbe(ProbeSource):
@@ -112,9 +123,9 @@ class MaskDirProbe(ProbeSource):
         image_dir: folder of images.
         mask_dir: folder of object masks with the images' file stems.
         labels_csv: CSV with columns ``image`` and ``label``.
+        transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
         spurious_mask_dir: optional folder of spurious-cue masks.
         classes: class names in index order.
-        transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
     """
 
     def __init__(
@@ -122,25 +133,27 @@ class MaskDirProbe(ProbeSource):
         image_dir: str | Path,
         mask_dir: str | Path,
         labels_csv: str | Path,
+        transform: Transform | None = None,
+        *,
         spurious_mask_dir: str | Path | None = None,
         classes: list[str] | None = None,
-        transform: Transform | None = None,
     ) -> None:
+        check_transform(transform)
         self.image_dir = image_dir
         self.mask_dir = mask_dir
         self.labels_csv = labels_csv
+        self.transform = transform
         self.spurious_mask_dir = spurious_mask_dir
         self.classes = classes
-        self.transform = transform
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_mask_dir(
             self.image_dir,
             self.mask_dir,
             self.labels_csv,
+            transform=self.transform,
             spurious_mask_dir=self.spurious_mask_dir,
             classes=self.classes,
-            transform=self.transform,
         )
 
 

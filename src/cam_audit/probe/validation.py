@@ -190,6 +190,25 @@ def check_length(name: str, values: Sequence[object] | Tensor, num_samples: int)
         )
 
 
+def check_transform(transform: object) -> None:
+    """Raise unless ``transform`` is ``None`` or callable as ``transform(image, target)``.
+
+    A list of class names or a folder given where the transform goes (a positional argument in the wrong
+    place) is refused here instead of failing at the first sample.
+
+    Example:
+        >>> check_transform(None)
+    """
+    if transform is not None and not callable(transform):
+        text = repr(transform)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise ProbeError(
+            f"transform must be callable as transform(image, target), e.g. a torchvision.transforms.v2 "
+            f"transform, got a {type(transform).__name__} ({text}); pass the other loader arguments "
+            "(classes=, categories=, spurious_mask_dir=) by keyword."
+        )
+
+
 def split_boxes(
     boxes: Tensor | Sequence[Tensor] | None, num_samples: int, size: tuple[int, int], name: str
 ) -> list[Tensor | None]:
@@ -231,6 +250,7 @@ __all__ = [
     "check_labels",
     "check_length",
     "check_masks",
+    "check_transform",
     "split_boxes",
     "split_masks",
 ]
