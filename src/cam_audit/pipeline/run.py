@@ -90,7 +90,7 @@ class AuditRun:
         self.forward_context = forward_context
         self.on_batch = on_batch
         self.probe_fingerprint = probe_fingerprint or probe.fingerprint()
-        self.class_names = _class_names(probe)
+        self.class_names = probe.class_names()
         self.scores = AuditScores(num_classes=len(self.class_names)).to(self.device)
         self.timings = {"attribution": 0.0, "counterfactual": 0.0}
 
@@ -215,12 +215,6 @@ class AuditRun:
             "counterfactual_seconds": self.timings["counterfactual"],
             "versions": versions(),
         }
-
-
-def _class_names(probe: ProbeSet) -> list[str]:
-    if probe.classes is not None:
-        return [str(c) for c in probe.classes]
-    return [str(i) for i in range(probe.num_classes)]
 
 
 def versions() -> dict[str, str]:
