@@ -25,7 +25,7 @@ from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.metrics import functional as F
 from cam_audit.render import overlay_grid, save_png
 from cam_audit.report import AuditReport
-from cam_audit.synthetic import SceneData, make_scenes
+from cam_audit.synthetic import SceneData, accuracy, make_scenes
 
 RUNS = (("clean", "random"), ("watermark", "correlated"))
 TABLE_KEYS = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate")
@@ -40,16 +40,6 @@ class DemoRun:
     accuracy_with_cue: float
     accuracy_without_cue: float
     accuracy_moved_cue: float
-
-
-def accuracy(model: torch.nn.Module, scenes: SceneData) -> float:
-    """Share of ``scenes`` the model classifies correctly (eval mode, restored afterwards)."""
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        correct = (model(scenes.images).argmax(1) == scenes.labels).float().mean()
-    model.train(was_training)
-    return float(correct)
 
 
 def train_one(
