@@ -1,22 +1,19 @@
-"""Shared fixtures: a small trained-in-seconds scene model and probe sets."""
+"""Shared fixtures: a small trained-in-seconds scene model and probe sets (built by :mod:`helpers`)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from cam_audit.synthetic import make_scenes
+from helpers.models import scene_classifier
+from helpers.probes import watermark_probe
 
 
 @pytest.fixture(scope="session")
 def scene_probe():
     """24 synthetic scenes whose watermark corner gives the label away."""
-    return make_scenes(24, watermark="correlated", seed=123).to_probe()
+    return watermark_probe(24, seed=123)
 
 
 @pytest.fixture()
 def scene_model():
-    from cam_audit.lightning.scenes import SceneClassifier
-
-    torch.manual_seed(0)
-    return SceneClassifier(num_classes=3, width=8)
+    return scene_classifier(seed=0, width=8)

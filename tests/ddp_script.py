@@ -27,7 +27,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cam_audit import CamAudit  # noqa: E402
-from safety_helpers import NoisyClassifier, tiny_data, tiny_probe  # noqa: E402
+from helpers.models import NoisyClassifier  # noqa: E402
+from helpers.probes import tiny_probe  # noqa: E402
+from helpers.trainers import make_trainer, tiny_data  # noqa: E402
 from test_happy_path_warnings import ours  # noqa: E402
 
 PROBE_SIZE = 13  # batches of 4: rank 0 audits batches 0 and 2 (8 samples), rank 1 batches 1 and 3 (5)
@@ -67,16 +69,12 @@ def main() -> None:
     model = NoisyClassifier() if args.fail_on_rank is None else FailsOnOneRank(args.fail_on_rank)
     audit = CamAudit(tiny_probe(PROBE_SIZE), target_layer="features", batch_size=BATCH_SIZE, max_images=4)
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", monitor="cam_audit/focus_lift", mode="max")
-    trainer = pl.Trainer(
+    trainer = make_trainer(
+        args.out,
         strategy="ddp",
-        accelerator="cpu",
         devices=2,
-        max_epochs=2,
         limit_train_batches=2,
-        limit_val_batches=1,
         num_sanity_val_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         logger=TensorBoardLogger(args.out, name="tb", version=""),
         callbacks=[audit, checkpoint],
     )

@@ -14,6 +14,7 @@ from cam_audit.errors import CamAuditError
 from cam_audit.keys import SCORES, SUMMARY_KEYS
 from cam_audit.probe import ProbeSet
 from cam_audit.synthetic import make_scenes
+from helpers.trainers import make_trainer
 
 
 def test_summary_has_the_documented_keys(scene_model, scene_probe):
@@ -128,7 +129,7 @@ def test_bad_choices_raise(scene_model, scene_probe):
 
 
 @pytest.mark.slow
-def test_a_watermark_shortcut_shows_in_the_audit_and_the_counterfactual():
+def test_a_watermark_shortcut_shows_in_the_audit_and_the_counterfactual(tmp_path):
     """Train the same CNN on clean and on watermark-predicts-label scenes; the audit must tell them apart."""
     from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 
@@ -137,13 +138,12 @@ def test_a_watermark_shortcut_shows_in_the_audit_and_the_counterfactual():
     for name, watermark in (("clean", "random"), ("shortcut", "correlated")):
         pl.seed_everything(0, verbose=False)
         model = SceneClassifier(width=8)
-        trainer = pl.Trainer(
+        trainer = make_trainer(
+            tmp_path / name,
             max_epochs=3,
-            accelerator="cpu",
-            logger=False,
+            limit_train_batches=1.0,
+            limit_val_batches=1.0,
             enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
         )
         trainer.fit(model, datamodule=SceneDataModule(watermark=watermark, n_train=768, n_val=64))
         reports[name] = audit(

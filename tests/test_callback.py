@@ -21,24 +21,15 @@ from cam_audit.keys import HEADLINE_KEYS
 from cam_audit.lightning import ShortcutDetected, rank_indices
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.report import AuditReport
+from helpers.trainers import make_trainer
 
 
 def _trainer(tmp_path: Path, callbacks, logger=None, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_train_batches=4,
-        limit_val_batches=1,
-        default_root_dir=tmp_path,
-        log_every_n_steps=1,
-    )
-    defaults.update(kwargs)
+    """Four batches an epoch, Lightning's sanity check, and TensorBoard unless ``logger`` is given."""
     if logger is None:
         logger = TensorBoardLogger(tmp_path, name="tb", version="")
-    return pl.Trainer(callbacks=callbacks, logger=logger, **defaults)
+    settings = {"limit_train_batches": 4, "num_sanity_val_steps": 2, **kwargs}
+    return make_trainer(tmp_path, callbacks=callbacks, logger=logger, **settings)
 
 
 def _data() -> SceneDataModule:

@@ -18,6 +18,7 @@ from cam_audit.pipeline import model_fingerprint
 from cam_audit.report import AuditReport, ShortcutPolicy
 from cam_audit.report.policy import RULE_HELP
 from cam_audit.synthetic import SyntheticProbe
+from helpers.trainers import make_trainer
 
 COCO = "cam_audit.probe.sources.CocoProbe"
 MISSING_COCO = {"annotation_json": "no.json", "image_dir": "."}
@@ -31,17 +32,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     pl.seed_everything(3, verbose=False)
     model = SceneClassifier(width=8)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=folder,
-    )
+    trainer = make_trainer(folder, max_epochs=1, limit_val_batches=0, enable_checkpointing=False)
     trainer.fit(model, datamodule=SceneDataModule(watermark="correlated", n_train=96, n_val=8, batch_size=32))
     path = folder / "model.ckpt"
     trainer.save_checkpoint(path)

@@ -22,7 +22,8 @@ from cam_audit.errors import CamAuditError
 from cam_audit.keys import PER_CLASS_LOGGED_KEYS, SCORES
 from cam_audit.lightning import CamAudit
 from cam_audit.report import AuditReport
-from safety_helpers import NoisyClassifier, tiny_probe
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 TIMEOUT_S = 400  # a deadlock fails the test instead of hanging the suite

@@ -10,12 +10,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import pytorch_lightning as pl
-
 import cam_audit
 from cam_audit import CamAudit, audit
 from cam_audit.errors import ShortcutWarning
-from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
+from helpers.trainers import make_trainer, tiny_data
 
 PACKAGE = Path(cam_audit.__file__).resolve().parent
 #: Messages of warnings that third-party code raises about how it was called.
@@ -44,7 +44,7 @@ def test_audit_warns_nothing():
 
 def test_a_fit_with_the_callback_warns_nothing(tmp_path):
     callback = CamAudit(tiny_probe(10), target_layer="features", batch_size=4, max_images=4)
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=2))
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_epochs=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(NoisyClassifier(), datamodule=tiny_data())

@@ -6,12 +6,13 @@ import gc
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cam_audit import CamAudit
-from safety_helpers import NoisyClassifier, hook_count, tiny_probe, trainer_kwargs
+from helpers.models import NoisyClassifier, hook_count
+from helpers.probes import tiny_probe
+from helpers.trainers import make_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning", "ignore::UserWarning")
 
@@ -56,7 +57,7 @@ def test_hundred_audits_with_failures_leave_no_hook_and_no_memory(tmp_path, caps
     torch.manual_seed(0)
     model = SometimesBroken()
     callback = CamAudit(tiny_probe(16), target_layer="features", batch_size=8, log_images=False)
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, enable_checkpointing=False))
+    trainer = make_trainer(tmp_path, callbacks=[callback], enable_checkpointing=False)
     images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 3, (8,))
     loader = DataLoader(TensorDataset(images, labels), batch_size=8)
     hooks_before = hook_count(model)

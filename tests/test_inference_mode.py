@@ -4,14 +4,15 @@ sanity check."""
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
 import cam_audit.pipeline.scoring as scoring_module
 from cam_audit import CamAudit
 from cam_audit.pipeline import audit
-from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
+from helpers.trainers import make_trainer, tiny_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
@@ -38,7 +39,7 @@ def test_validate_and_test_audit_inside_inference_mode(tmp_path, stage, score_ca
     model = NoisyClassifier()
     probe = tiny_probe()
     callback = CamAudit(probe, target_layer="features", batch_size=8, log_images=False)
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path))
+    trainer = make_trainer(tmp_path, callbacks=[callback])
     results = getattr(trainer, stage)(model, datamodule=tiny_data())
 
     assert [c["inference_mode"] for c in score_calls] == [True]  # the hook really ran in inference mode
@@ -53,9 +54,9 @@ def test_validate_then_fit_without_validation_keeps_auditing(tmp_path):
     torch.manual_seed(0)
     model = NoisyClassifier()
     callback = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
-    validator = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path))
+    validator = make_trainer(tmp_path, callbacks=[callback])
     validator.validate(model, datamodule=tiny_data(), verbose=False)
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=1, limit_val_batches=0))
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_epochs=1, limit_val_batches=0)
     trainer.fit(model, datamodule=tiny_data())
     assert callback.n_audits == 2
     assert "cam_audit/focus_lift" in trainer.callback_metrics
@@ -64,9 +65,7 @@ def test_validate_then_fit_without_validation_keeps_auditing(tmp_path):
 def test_fast_dev_run_smoke_audits_one_batch_and_writes_nothing(tmp_path, score_calls):
     callback = CamAudit(tiny_probe(12), target_layer="features", batch_size=4)
     logger = TensorBoardLogger(tmp_path, name="tb", version="")
-    trainer = pl.Trainer(
-        callbacks=[callback], **trainer_kwargs(tmp_path, fast_dev_run=True, logger=logger, max_epochs=None)
-    )
+    trainer = make_trainer(tmp_path, callbacks=[callback], fast_dev_run=True, logger=logger, max_epochs=None)
     before = set(tmp_path.rglob("*"))
     trainer.fit(NoisyClassifier(), datamodule=tiny_data())
 
@@ -86,15 +85,13 @@ def test_fast_dev_run_smoke_audit_surfaces_an_audit_failure(tmp_path):
                 raise RuntimeError("audit path broken")
 
     callback = CamAudit(tiny_probe(), target_layer="features", batch_size=4)
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, fast_dev_run=True, max_epochs=None))
+    trainer = make_trainer(tmp_path, callbacks=[callback], fast_dev_run=True, max_epochs=None)
     with pytest.raises(RuntimeError, match="audit path broken"):
         trainer.fit(BreaksInTheAudit(), datamodule=tiny_data())
 
 
 def test_sanity_check_is_never_audited(tmp_path, score_calls):
     callback = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
-    trainer = pl.Trainer(
-        callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=1, num_sanity_val_steps=2)
-    )
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_epochs=1, num_sanity_val_steps=2)
     trainer.fit(NoisyClassifier(), datamodule=tiny_data())
     assert len(score_calls) == 1 and callback.n_audits == 1  # the end of epoch 0, not the sanity check

@@ -9,7 +9,9 @@ from torch import nn
 
 from cam_audit import CamAudit
 from cam_audit.pipeline import audit
-from safety_helpers import NoisyClassifier, tiny_data, tiny_probe
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
+from helpers.trainers import make_trainer, tiny_data
 
 lightning_pytorch = pytest.importorskip("lightning.pytorch")
 
@@ -38,20 +40,6 @@ class UnifiedSceneClassifier(lightning_pytorch.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=3e-3)
 
 
-def _settings(tmp_path) -> dict:
-    return dict(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-
-
 def test_callback_is_a_callback_of_both_packages(scene_probe):
     callback = CamAudit(scene_probe, target_layer="features")
     assert isinstance(callback, pl.Callback)
@@ -69,7 +57,14 @@ def test_fit_logs_and_checkpoints_under_either_trainer(tmp_path, package):
     checkpoint = trainer_module.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", monitor="cam_audit/focus_lift", mode="max"
     )
-    trainer = trainer_module.Trainer(callbacks=[callback, checkpoint], **_settings(tmp_path))
+    trainer = make_trainer(
+        tmp_path,
+        trainer_module.Trainer,
+        callbacks=[callback, checkpoint],
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=True,
+    )
     data = tiny_data()
     trainer.fit(model, train_dataloaders=_loader(data, "train"), val_dataloaders=_loader(data, "val"))
 

@@ -15,6 +15,7 @@ from cam_audit.keys import CHARTS, HEADLINE_KEYS
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.lightning.sinks import verdict_markdown
 from cam_audit.synthetic import SyntheticProbe
+from helpers.trainers import make_trainer
 
 
 def _fit(tmp_path: Path, loggers: list) -> CamAudit:
@@ -27,18 +28,13 @@ def _fit(tmp_path: Path, loggers: list) -> CamAudit:
         policy=ShortcutPolicy(min_focus_lift=50.0),  # fails, so the verdict text carries a flag
         on_shortcut="warn",
     )
-    trainer = pl.Trainer(
+    trainer = make_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=2,
-        limit_val_batches=1,
-        accelerator="cpu",
         logger=loggers,
         callbacks=[audit],
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        log_every_n_steps=1,
     )
     with pytest.warns(UserWarning, match="focus_lift"):
         trainer.fit(SceneClassifier(width=8), datamodule=SceneDataModule(n_train=64, n_val=16, batch_size=32))

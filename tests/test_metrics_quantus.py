@@ -1,4 +1,4 @@
-"""Value-for-value agreement with Quantus 0.6.0, read from shared/oracles/quantus_reference.json.
+"""Value-for-value agreement with Quantus 0.6.0, read from tests/data/quantus_reference.json.
 
 Correspondence (Quantus metric -> ours), on maps >= 0:
 
@@ -10,7 +10,7 @@ Correspondence (Quantus metric -> ours), on maps >= 0:
 - ``RelevanceRankAccuracy``                         -> ``relevance_rank``
 - ``AttributionLocalisation(weighted=True)``        -> none: it multiplies by the region size (last test)
 
-Where Quantus is known to be wrong (shared/oracles/README.md) or where we chose a different,
+Where Quantus is known to be wrong (tests/data/README.md) or where we chose a different,
 documented rule, the test asserts our value and that Quantus's differs, citing the reason.
 """
 
@@ -28,21 +28,16 @@ import torch
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import functional as F
 
-ORACLE = Path(__file__).resolve().parents[1].parent / "shared" / "oracles" / "quantus_reference.json"
+ORACLE = Path(__file__).resolve().parent / "data" / "quantus_reference.json"
 TOLERANCE = 1e-6
 NAN = math.nan
 
-if not ORACLE.is_file():  # the tests are parametrised from the file, so none can be collected without it
-    pytest.skip(
-        f"Quantus oracle not found at {ORACLE}; check out shared/ beside the repository",
-        allow_module_level=True,
-    )
 REFERENCE = json.loads(ORACLE.read_text())
 
 CASES = {case["name"]: case for case in REFERENCE["cases"]}
 MODES = ("batched", "single")
 
-# Faults of Quantus 0.6.0 listed in shared/oracles/README.md, and our documented values instead.
+# Faults of Quantus 0.6.0 listed in tests/data/README.md, and our documented values instead.
 EMPTY_MASK_POINTING = (
     NAN,
     "Quantus PointingGame gives 1.0 for an empty mask (README); nothing to point at: NaN",

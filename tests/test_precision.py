@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 import cam_audit.pipeline.scoring as scoring_module
 from cam_audit import CamAudit
 from cam_audit.keys import SUMMARY_KEYS
 from cam_audit.pipeline import audit
-from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
+from helpers.trainers import make_trainer, tiny_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
@@ -42,7 +43,7 @@ def audit_batches(monkeypatch):
 
 def _fit(tmp_path, model, **overrides) -> CamAudit:
     callback = CamAudit(tiny_probe(), target_layer="features", batch_size=6, log_images=False)
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=1, **overrides))
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_epochs=1, **overrides)
     trainer.fit(model, datamodule=tiny_data())
     assert callback.n_audits == 1 and callback.last_report is not None
     return callback

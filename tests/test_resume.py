@@ -10,7 +10,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cam_audit import CamAudit, ShortcutPolicy
-from safety_helpers import NoisyClassifier, tiny_data, tiny_probe, trainer_kwargs
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
+from helpers.trainers import make_trainer, tiny_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
@@ -26,9 +28,7 @@ def _audits(seed_probe: int = 7) -> CamAudit:
 def _fit(tmp_path, callbacks, max_epochs, ckpt_path=None) -> pl.Trainer:
     pl.seed_everything(0)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-    trainer = pl.Trainer(
-        callbacks=[*callbacks, checkpoint], **trainer_kwargs(tmp_path, max_epochs=max_epochs)
-    )
+    trainer = make_trainer(tmp_path, callbacks=[*callbacks, checkpoint], max_epochs=max_epochs)
     trainer.fit(NoisyClassifier(), datamodule=tiny_data(), ckpt_path=ckpt_path)
     return trainer
 

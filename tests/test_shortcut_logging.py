@@ -12,19 +12,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cam_audit import CamAudit
 from cam_audit.keys import PER_CLASS_LOGGED_KEYS
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
+from helpers.trainers import make_trainer
 
 
 def test_per_class_breakdown_reaches_tensorboard_with_the_reports_values(tmp_path, scene_probe):
     pl.seed_everything(0, verbose=False)
     audit = CamAudit(scene_probe, target_layer="features", batch_size=16, log_images=False)
-    trainer = pl.Trainer(
+    trainer = make_trainer(
+        tmp_path,
         max_epochs=1,
-        accelerator="cpu",
-        devices=1,
         limit_train_batches=2,
-        limit_val_batches=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         enable_checkpointing=False,
         logger=TensorBoardLogger(tmp_path, name="tb", version=""),
         callbacks=[audit],

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cam_audit import ShortcutPolicy, audit
-from cam_audit.lightning.scenes import SceneClassifier
-from cam_audit.synthetic import SceneData, make_scenes
+from cam_audit.synthetic import accuracy, make_scenes
+from helpers.models import trained_scene_net
 
 SIZE = 32
-
-
-def _train(scenes: SceneData, pool: str, epochs: int = 8, seed: int = 0) -> SceneClassifier:
-    torch.manual_seed(seed)
-    model = SceneClassifier(num_classes=3, width=8, pool=pool)
-    optimizer = torch.optim.Adam(model.parameters(), lr=model.hparams.lr)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for batch in torch.randperm(len(scenes), generator=generator).split(32):
-            loss = torch.nn.functional.cross_entropy(model(scenes.images[batch]), scenes.labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
-def _accuracy(model: torch.nn.Module, scenes: SceneData) -> float:
-    with torch.inference_mode():
-        return float((model(scenes.images).argmax(1) == scenes.labels).float().mean())
 
 
 @pytest.mark.slow
 def test_clever_hans_tag_on_one_class_is_flagged_naming_that_class():
     """A tag on every 'disc' image and on no other: the flags must name 'disc' and no other class."""
     cue = dict(image_size=SIZE, watermark="correlated", correlation=1.0, cue_classes=(0,))
-    model = _train(make_scenes(1200, seed=0, **cue), pool="avg")
+    model = trained_scene_net(make_scenes(1200, seed=0, **cue), pool="avg")
     held_out = make_scenes(300, seed=1, **cue)
     # the behaviour that makes it a shortcut: without the tag, discs are no longer recognised
-    assert _accuracy(model, held_out) - _accuracy(model, held_out.without_watermark()) > 0.10
+    assert accuracy(model, held_out) - accuracy(model, held_out.without_watermark()) > 0.10
 
     report = audit(model, make_scenes(60, seed=2, **cue).to_probe(), target_layer="features")
     scopes = {f.scope for f in report.verdict.findings}
@@ -55,9 +34,9 @@ def test_max_pool_shortcut_is_confirmed_by_the_counterfactual_test():
     """A max-pooling head on scenes whose tag corner gives the label away: filling or moving the tag
     changes its decisions, and the counterfactual rules say so."""
     cue = dict(image_size=SIZE, watermark="correlated", correlation=1.0)
-    model = _train(make_scenes(600, seed=0, **cue), pool="max")
+    model = trained_scene_net(make_scenes(600, seed=0, **cue), pool="max")
     moved = make_scenes(300, image_size=SIZE, watermark="correlated", correlation=0.0, seed=1)
-    assert _accuracy(model, make_scenes(300, seed=1, **cue)) - _accuracy(model, moved) > 0.10
+    assert accuracy(model, make_scenes(300, seed=1, **cue)) - accuracy(model, moved) > 0.10
 
     report = audit(model, make_scenes(60, seed=2, **cue).to_probe(), target_layer="features")
     fired = {f.rule for f in report.verdict.findings}

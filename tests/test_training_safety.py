@@ -9,7 +9,9 @@ import pytorch_lightning as pl
 import torch
 
 from cam_audit import CamAudit
-from safety_helpers import NoisyClassifier, fit, tiny_data, tiny_probe, trainer_kwargs
+from helpers.models import NoisyClassifier
+from helpers.probes import tiny_probe
+from helpers.trainers import fit, make_trainer, tiny_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
@@ -82,7 +84,7 @@ def test_validate_and_test_leave_weights_and_mode_untouched(tmp_path, stage):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {name: m.training for name, m in model.named_modules()}
     audit = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
-    trainer = pl.Trainer(callbacks=[audit], **trainer_kwargs(tmp_path))
+    trainer = make_trainer(tmp_path, callbacks=[audit])
     getattr(trainer, stage)(model, datamodule=tiny_data())
     assert audit.n_audits == 1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -26,7 +26,7 @@ from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.metrics import functional as F
 from cam_audit.render import overlay_grid, save_png
 from cam_audit.report import AuditReport
-from cam_audit.synthetic import SceneData, make_scenes
+from cam_audit.synthetic import SceneData, accuracy, make_scenes
 
 RUNS = (("clean", "random"), ("watermark", "correlated"))
 #: The headline scores of each run's audit; the table's accuracy columns are the demo's own (with the cue,
@@ -43,16 +43,6 @@ class DemoRun:
     accuracy_with_cue: float
     accuracy_without_cue: float
     accuracy_moved_cue: float
-
-
-def accuracy(model: torch.nn.Module, scenes: SceneData) -> float:
-    """Share of ``scenes`` the model classifies correctly (eval mode, restored afterwards)."""
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        correct = (model(scenes.images).argmax(1) == scenes.labels).float().mean()
-    model.train(was_training)
-    return float(correct)
 
 
 def train_one(

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from cam_audit.synthetic import make_scenes
-from cam_audit.synthetic.model import scene_forward, scene_layers
+from cam_audit.synthetic.model import LEARNING_RATE, scene_forward, scene_layers
 
 Watermark = Literal["none", "correlated", "random"]
 
@@ -32,7 +32,11 @@ class SceneClassifier(pl.LightningModule):
     """
 
     def __init__(
-        self, num_classes: int = 3, width: int = 16, pool: Literal["avg", "max"] = "avg", lr: float = 3e-3
+        self,
+        num_classes: int = 3,
+        width: int = 16,
+        pool: Literal["avg", "max"] = "avg",
+        lr: float = LEARNING_RATE,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
