@@ -11,7 +11,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -28,7 +28,8 @@ def log_audit_media(
     epoch = int(report.meta.get("epoch", trainer.current_epoch))
     verdict = verdict_markdown(report)
     for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
+        logger = cast(Any, logger)  # recognised by what it offers, not by its class
+        experiment: Any = getattr(logger, "experiment", None)
         if hasattr(experiment, "add_image"):  # TensorBoard SummaryWriter
             _tensorboard(experiment, report, grid, prefix, step, verdict)
         elif hasattr(logger, "log_image"):  # WandbLogger
@@ -50,8 +51,8 @@ def _tensorboard(
 ) -> None:
     if grid is not None:
         _tensorboard_image(writer, f"{prefix}/overlays", grid, step)
-    lifts = report.samples["focus_lift"].to_numpy(dtype=float) if len(report.samples) else []
-    lifts = [v for v in lifts if math.isfinite(v)]
+    column: Any = report.samples["focus_lift"].to_numpy(dtype=float) if len(report.samples) else []
+    lifts = [float(v) for v in column if math.isfinite(v)]
     if lifts:
         writer.add_histogram(f"{prefix}/focus_lift_per_sample", Tensor(lifts), global_step=step)
     writer.add_text(f"{prefix}/verdict", verdict, global_step=step)
@@ -108,8 +109,9 @@ def _tensorboard_image(writer: Any, tag: str, grid: Tensor, step: int) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        SummaryWriter = None  # noqa: N806
-    file_writer = writer._get_file_writer() if SummaryWriter and isinstance(writer, SummaryWriter) else None
+        writer.add_image(tag, grid, global_step=step)
+        return
+    file_writer = writer._get_file_writer() if isinstance(writer, SummaryWriter) else None
     if file_writer is None:
         writer.add_image(tag, grid, global_step=step)
         return
