@@ -50,6 +50,7 @@ EVIDENCE = {
     "max_flip_rate": "counterfactual",
     "max_paste_rate": "counterfactual",
     "max_focus_drop": "history",
+    "inconclusive": "no evidence",
 }
 #: Columns of the per-model table, in print order.
 MODEL_COLUMNS = (
@@ -390,6 +391,7 @@ def _short(rule: str) -> str:
         "max_flip_rate": "flip",
         "max_paste_rate": "paste",
         "max_focus_drop": "drop",
+        "inconclusive": "inconclusive",
     }[rule]
 
 

@@ -109,7 +109,8 @@ def test_exit_code_follows_the_policy_like_gate(tmp_path, trained, capsys):
     assert main(["gate", str(tmp_path / "a" / "report.json")]) == 1
 
     off = [f"--policy.{rule}=null" for rule in
-           ("min_focus_lift", "max_spurious_lift", "max_flip_rate", "max_paste_rate", "max_focus_drop")]
+           ("min_focus_lift", "max_spurious_lift", "max_flip_rate", "max_paste_rate", "max_focus_drop",
+            "max_degenerate_share", "min_accuracy_p")]
     assert main(["audit", "--config", config, "--out", str(tmp_path / "b"), "--overlays", "false", *off]) == 0
     assert not (tmp_path / "b" / "overlays").exists()
     assert AuditReport.from_json(tmp_path / "b" / "report.json").passed
