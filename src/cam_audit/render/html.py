@@ -21,6 +21,7 @@ import pandas as pd
 
 from cam_audit.errors import CamAuditError
 from cam_audit.report import SUMMARY_KEYS, AuditReport
+from cam_audit.report.atomic import write_atomic
 
 #: Per-sample numbers shown under each overlay.
 SAMPLE_KEYS = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "confidence", "cf_flip", "cf_paste")
@@ -133,10 +134,7 @@ def write_html(
     title: str | None = None,
 ) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report, overlays, worst=worst, title=title), encoding="utf-8")
-    return path
+    return write_atomic(path, render_html(report, overlays, worst=worst, title=title))  # UTF-8, whole
 
 
 def _flags(report: AuditReport) -> str:
