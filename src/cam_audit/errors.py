@@ -25,6 +25,14 @@ class ReportError(CamAuditError):
     """A report file cannot be read or does not match the expected schema."""
 
 
+class NonFiniteModelError(CamAuditError):
+    """The model's weights or logits hold NaN or infinite values: the model is broken, not its input.
+
+    ``cam-audit audit`` ends with exit code 1 (the model fails) on it, not 2 (bad input): auditing the
+    same checkpoint again cannot succeed.
+    """
+
+
 class AuditFinding(Exception):
     """The audit ran and judged the model: raised when the user asked a failed verdict to stop the run."""
 
@@ -40,6 +48,7 @@ class ShortcutWarning(UserWarning):
 __all__ = [
     "AuditFinding",
     "CamAuditError",
+    "NonFiniteModelError",
     "ProbeError",
     "ReportError",
     "ShortcutDetected",
