@@ -1,6 +1,6 @@
 """A user sees no warning from cam_audit on the happy path: audit(), the callback, the CLI's audit.
 
-A failed verdict's ShortcutWarning is the product speaking, not noise, so it is the one warning allowed.
+A verdict's ShortcutWarning or InconclusiveWarning is the product speaking, not noise: those are allowed.
 Warnings that torch or Lightning raise because of how cam_audit calls them (a read-only NumPy array
 handed to ``torch.as_tensor``, a metric logged without ``sync_dist``) count as cam_audit's.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cam_audit
 from cam_audit import CamAudit, audit
-from cam_audit.errors import ShortcutWarning
+from cam_audit.errors import InconclusiveWarning, ShortcutWarning
 from helpers.models import NoisyClassifier
 from helpers.probes import tiny_probe
 from helpers.trainers import make_trainer, tiny_data
@@ -26,7 +26,7 @@ def ours(caught: list[warnings.WarningMessage]) -> list[str]:
     """The warnings cam_audit is responsible for, as readable lines."""
     found = []
     for w in caught:
-        if issubclass(w.category, ShortcutWarning):
+        if issubclass(w.category, (ShortcutWarning, InconclusiveWarning)):
             continue
         in_package = Path(w.filename).resolve().is_relative_to(PACKAGE)
         if in_package or any(text in str(w.message) for text in CAUSED_BY_THE_CALLER):

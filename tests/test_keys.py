@@ -183,7 +183,8 @@ def test_each_gate_flag_says_which_score_it_bounds_and_the_policy_judges_that_sc
         # the flag really judges that score, on the side its help says
         policy = ShortcutPolicy(**{**dict.fromkeys(thresholds), field: 0.5})
         low, high = score(key).bounds
-        (finding,) = policy.evaluate({key: low if side == "min" else min(high, 10.0)}).findings
+        evidence = {"n_samples": 40, "n_degenerate": 0, "focus": 0.3}  # enough to be judged at all
+        (finding,) = policy.evaluate({**evidence, key: low if side == "min" else min(high, 10.0)}).findings
         assert (finding.rule, finding.metric) == (field, key)
         judged.append(key)
     assert judged == ["focus_lift", "spurious_lift", "cf_flip_rate", "cf_paste_rate"]

@@ -124,7 +124,7 @@ def test_shortcut_confined_to_one_class_is_flagged_by_name():
 
 def test_small_classes_are_not_judged_alone():
     per_class = _per_class(spurious_lift=9.0)
-    per_class.loc["horse", "n_scored"] = 2
+    per_class.loc["horse", ["n_samples", "n_scored"]] = 2
     assert ShortcutPolicy(min_class_samples=4).evaluate(_summary(), per_class).passed
 
 

@@ -28,6 +28,14 @@ class ReportError(CamAuditError):
     """A report file cannot be read or does not match the expected schema."""
 
 
+class NonFiniteModelError(CamAuditError):
+    """The model's weights or logits hold NaN or infinite values: the model is broken, not its input.
+
+    ``cam-audit audit`` ends with exit code 1 (the model fails) on it, not 2 (bad input): auditing the
+    same checkpoint again cannot succeed.
+    """
+
+
 def check_choice(name: str, value: Any, choices: Collection[str]) -> None:
     """Raise a :class:`CamAuditError` listing the valid ``choices`` when ``value`` is not one of them.
 
@@ -59,9 +67,16 @@ class ShortcutWarning(UserWarning):
     """Warned by ``CamAudit(on_shortcut="warn")`` when the verdict fails."""
 
 
+class InconclusiveWarning(UserWarning):
+    """Warned by ``CamAudit`` when an audit has too little evidence for a verdict (e.g. a model still at
+    chance early in training); it never stops the fit or raises, whatever ``on_shortcut`` says."""
+
+
 __all__ = [
     "AuditFinding",
     "CamAuditError",
+    "InconclusiveWarning",
+    "NonFiniteModelError",
     "ProbeError",
     "ReportError",
     "ShortcutDetected",

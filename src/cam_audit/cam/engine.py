@@ -22,12 +22,13 @@ from cam_audit.cam.isolation import eval_mode_untouched, unwrap_model
 from cam_audit.cam.layers import (
     ReshapeTransform,
     check_layer_output,
+    check_spatial,
     never_runs_error,
     resolve_target_layer,
     runs_twice_error,
 )
 from cam_audit.cam.weights import gradcam_plus_plus_weights, gradcam_weights, weighted_map
-from cam_audit.errors import CamAuditError, TargetLayerError
+from cam_audit.errors import CamAuditError, NonFiniteModelError, TargetLayerError
 
 CamMethod = Literal["gradcam++", "gradcam"]
 """The map methods: Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) and Grad-CAM (Selvaraju et al. 2017)."""
@@ -218,6 +219,7 @@ class CamEngine:
                 handle.remove()
             if capture.leaf is None:
                 raise never_runs_error(self.model, name, images)
+            check_spatial(self.model, name, capture.activations, images)
             logits = _check_logits(output, images.shape[0], type(self.model).__name__)
             explained = _resolve_targets(requested, logits)
             score = logits.gather(1, explained[:, None]).sum()
@@ -316,6 +318,14 @@ def _check_logits(output: object, count: int, model_name: str) -> torch.Tensor:
         raise CamAuditError(
             f"{model_name} must return logits [N, num_classes] with N={count}, got {shape}; wrap the model "
             "so its forward returns the class logits only"
+        )
+    finite = torch.isfinite(output.detach()).all(dim=1)
+    if not bool(finite.all()):  # maps from a NaN or infinite score are noise
+        broken = (~finite).nonzero().flatten().tolist()
+        raise NonFiniteModelError(
+            f"{model_name} returned non-finite logits (NaN or inf) for {len(broken)} of {count} images of "
+            f"the batch (image {broken[0]}: {output[broken[0]].detach().float().cpu().tolist()!s:.80}); "
+            "check the weights for NaN, the input normalisation, and float16 overflow"
         )
     return output
 

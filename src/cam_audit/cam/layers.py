@@ -237,7 +237,24 @@ def _check_runs(
         raise never_runs_error(model, name, example_input)
     if run.calls > 1:
         raise runs_twice_error(model, name)
-    check_layer_output(name, run.output, reshape_transform)
+    check_spatial(model, name, check_layer_output(name, run.output, reshape_transform), example_input)
+
+
+def check_spatial(
+    model: nn.Module, name: str, activations: torch.Tensor, example_input: torch.Tensor
+) -> None:
+    """Refuse a target layer whose map ``[N, C, h, w]`` has one position (``h * w == 1``).
+
+    Such a map is constant after upsampling, so focus is the region's area fraction and focus_lift is
+    exactly 1.00 for every sample and every model: the audit would blame the model for the layer choice.
+    """
+    if activations.shape[-2] * activations.shape[-1] > 1:
+        return
+    raise TargetLayerError(
+        f"target_layer '{name}' outputs shape {tuple(activations.shape)}: a single spatial position, so "
+        "every map is constant and focus_lift is 1.00 whatever the model does; pick a layer with spatial "
+        f"resolution, e.g. one of: {_candidates_hint(model, example_input)}"
+    )
 
 
 def never_runs_error(model: nn.Module, name: str, example_input: torch.Tensor) -> TargetLayerError:

@@ -16,8 +16,11 @@ when the config is parsed, so a typo fails at once. The command writes into ``--
 - ``index.html``: verdict, summary, per-class table and the worst samples with their overlays, one file
   that opens without a server.
 
-Exit codes, like ``cam-audit gate``: 0 the model passes the policy, 1 it fails (each failed rule printed),
-2 bad config, arguments, checkpoint or probe (a one-line message, never a traceback).
+Exit codes, like ``cam-audit gate``: 0 the model passes the policy, 1 it fails (each failed rule printed;
+also a model whose weights or logits are NaN or infinite), 2 bad config, arguments, checkpoint, probe,
+device or output folder (a one-line message, never a traceback). ``--out`` and ``--device`` are checked
+before anything is loaded. The outputs are written into a new folder beside ``--out`` and swapped in at
+the end, so a failed or interrupted audit leaves ``--out`` as it was.
 """
 
 from __future__ import annotations
@@ -25,16 +28,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from cam_audit.errors import CamAuditError
+from cam_audit.cli.out_dir import prepare_out, swap_in
+from cam_audit.errors import CamAuditError, NonFiniteModelError
 from cam_audit.keys import HEADLINE_KEYS
 from cam_audit.report import AuditReport, ShortcutPolicy
 
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROG = "cam-audit audit"
 
 
@@ -91,17 +96,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         report = run_audit(config, parser)
+    except NonFiniteModelError as err:  # the model is broken: it fails, as a failed verdict does
+        print(f"{PROG}: FAIL: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAIL
     except CamAuditError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"{PROG}: error: {err.filename or ''}: {err.strerror or _one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; --out was left as it was", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a model's forward that fails on the probe, a broken probe source, ...
+        print(f"{PROG}: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
 def run_audit(config: Any, parser: Any) -> AuditReport:
-    """Load the model and probe of a parsed config, audit, write the outputs and print the verdict."""
-    from cam_audit import audit
-    from cam_audit.render.html import write_html
-
+    """Check the options, device and output folder, then audit into a new folder and swap it in."""
     # `instantiate` replaced `instantiate_classes` in jsonargparse 4.49
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     init = instantiate(config)
@@ -109,18 +123,34 @@ def run_audit(config: Any, parser: Any) -> AuditReport:
         raise CamAuditError(f"--worst must be >= 0 (samples per list on the HTML page), got {init.worst}")
     if init.batch_size < 1:
         raise CamAuditError(f"--batch_size must be >= 1, got {init.batch_size}")
+    check_device(init.device)
+    out = Path(init.out)
+    stage = prepare_out(out)
+    try:
+        report = _audit_into(init, stage)
+        swap_in(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # gone already once swapped in
+    _print_result(report, out, out / "index.html")
+    return report
+
+
+def _audit_into(init: Any, stage: Path) -> AuditReport:
+    """Load the model and probe, audit, and write every output into ``stage``."""
+    from cam_audit import audit
+    from cam_audit.render.html import write_html
+
     checkpoint = Path(init.checkpoint)
     model = load_model(init.model, checkpoint, init.model_args, init.device)
+    check_finite_weights(model, checkpoint)
     probe = init.probe.load()
-    out = Path(init.out)
-    overlay_dir = out / "overlays"
     written: dict[int, Path] = {}
     bar = _progress_bar(len(probe), init.progress)
 
     def on_batch(batch: Any, maps: Any, rows: Any) -> None:
         bar.update(len(batch))
         if init.overlays:
-            written.update(_write_overlays(batch, maps, overlay_dir))
+            written.update(_write_overlays(batch, maps, stage / "overlays", Path(init.out)))
 
     try:
         report = audit(
@@ -143,11 +173,68 @@ def run_audit(config: Any, parser: Any) -> AuditReport:
         model_class_path=init.model,
         **_checkpoint_position(checkpoint),
     )
-    report.to_json(out / "report.json")
-    report.to_csv(out / "samples.csv")
-    page = write_html(report, out / "index.html", overlays=written, worst=init.worst)
-    _print_result(report, out, page)
+    try:
+        report.to_json(stage / "report.json")
+        report.to_csv(stage / "samples.csv")
+        write_html(report, stage / "index.html", overlays=written, worst=init.worst)
+    except OSError as err:
+        raise _write_error(err, Path(init.out)) from err
     return report
+
+
+def _write_error(err: OSError, out: Path) -> CamAuditError:
+    return CamAuditError(
+        f"cannot write the outputs of --out {out} ({err.filename or out}): {err.strerror or err}; check the "
+        "free space and the permissions there"
+    )
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` this machine does not have, before anything is loaded.
+
+    Raises:
+        CamAuditError: not a torch device, no CUDA (or MPS, XPU) where one is named, or a device index
+            beyond the number of devices.
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise CamAuditError(f"--device {device!r} is not a torch device ({_one_line(err)}); use cpu, cuda, "
+                            "cuda:N or mps") from err
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CamAuditError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+        return
+    backend = getattr(torch, parsed.type, None) if parsed.type in ("cuda", "xpu") else None
+    if backend is None:
+        raise CamAuditError(f"--device {device}: device type '{parsed.type}' is not supported here; use cpu, "
+                            "cuda, cuda:N or mps")
+    count = backend.device_count() if backend.is_available() else 0
+    if count == 0:
+        raise CamAuditError(f"--device {device}: torch {torch.__version__} sees no {parsed.type.upper()} "
+                            "device on this machine; use --device cpu")
+    if parsed.index is not None and parsed.index >= count:
+        raise CamAuditError(f"--device {device}: this machine has {count} {parsed.type.upper()} device(s), "
+                            f"{parsed.type}:0 to {parsed.type}:{count - 1}")
+
+
+def check_finite_weights(model: Any, checkpoint: Path) -> None:
+    """Refuse a model with a NaN or infinite parameter or buffer (a diverged run), naming the first."""
+    import torch
+
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise NonFiniteModelError(
+                    f"{kind} '{name}' of checkpoint {checkpoint} holds {bad} of {tensor.numel()} values "
+                    "that are NaN or infinite; the weights are broken (a diverged run?): audit an earlier "
+                    "checkpoint"
+                )
 
 
 def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], device: str) -> Any:
@@ -162,6 +249,12 @@ def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], de
     import torch
 
     cls = _import_class(class_path)
+    if checkpoint.is_dir():
+        inside = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".ckpt", ".pt", ".pth"))[:3]
+        raise CamAuditError(
+            f"checkpoint {checkpoint} is a folder, not a checkpoint file; give the file itself"
+            + (f", e.g. {checkpoint / inside[0]} (it holds {', '.join(inside)})" if inside else "")
+        )
     if not checkpoint.is_file():
         raise CamAuditError(
             f"checkpoint {checkpoint} does not exist; give the .ckpt file with --ckpt PATH or `checkpoint:`"
@@ -204,7 +297,7 @@ def _import_class(class_path: str) -> type:
     return cls
 
 
-def _write_overlays(batch: Any, maps: Any, folder: Path) -> dict[int, Path]:
+def _write_overlays(batch: Any, maps: Any, folder: Path, out: Path) -> dict[int, Path]:
     """One PNG per sample: the image, its overlay and a colour bar, named by the sample's probe index."""
     from cam_audit.render import overlay_grid, save_png
 
@@ -216,7 +309,10 @@ def _write_overlays(batch: Any, maps: Any, folder: Path) -> dict[int, Path]:
         grid = overlay_grid(
             images[i : i + 1], maps[i : i + 1], regions[i : i + 1], spurious[i : i + 1], ncol=1, scale=scale
         )
-        written[int(index)] = save_png(grid, folder / f"{int(index):05d}.png")
+        try:
+            written[int(index)] = save_png(grid, folder / f"{int(index):05d}.png")
+        except OSError as err:
+            raise _write_error(err, out) from err
     return written
 
 

@@ -2,6 +2,9 @@
 
 Exit codes: 0 the report passes, 1 it fails (one line per failed rule), 2 the report is unreadable or
 the arguments are bad (a one-line message, never a traceback). ``--json`` prints the decision as JSON.
+Missing evidence fails: a report whose samples could not be scored, or of a model at chance, fails with
+an ``inconclusive`` finding (exit 1); a summary value that is not a number or null, or a table of the
+wrong shape, makes the report unreadable (exit 2).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def run_gate(args: argparse.Namespace) -> int:
         report = AuditReport.from_json(args.report)
         policy = gate_policy(report, args)
     except CamAuditError as err:
-        print(f"cam-audit gate: error: {err}", file=sys.stderr)
+        print(f"cam-audit gate: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     best = report.meta.get("best_focus_lift")
     verdict = policy.evaluate(

@@ -16,7 +16,8 @@ class AuditHistory:
     Attributes:
         best_focus_lift: the highest probe-wide ``focus_lift`` so far (NaN before the first audit).
         best_epoch: the epoch it was reached (-1 before).
-        first_flag_epoch: the first epoch whose verdict failed (-1 while none has).
+        first_flag_epoch: the first epoch whose verdict failed on evidence, not for want of it (-1 while
+            none has).
         n_audits: audits logged in this run (smoke audits do not count).
         last_summary: the latest audit's summary.
     """
@@ -41,7 +42,8 @@ class AuditHistory:
         if is_best:
             self.best_focus_lift = lift
             self.best_epoch = epoch
-        if not report.verdict.passed and self.first_flag_epoch < 0:
+        flagged = not report.verdict.passed and not report.verdict.inconclusive
+        if flagged and self.first_flag_epoch < 0:
             self.first_flag_epoch = epoch
         return is_best
 

@@ -11,7 +11,8 @@ from cam_audit.report import AuditReport
 def log_scalars(
     pl_module: pl.LightningModule, report: AuditReport, prefix: str, with_counterfactual: bool
 ) -> None:
-    """Log ``<prefix>/<key>`` for every summary key, ``<prefix>/shortcut``, and the per-class scores.
+    """Log ``<prefix>/<key>`` for every summary key, ``<prefix>/shortcut`` (1 when the verdict failed on
+    evidence), ``<prefix>/inconclusive`` (1 when it failed for want of evidence), and the per-class scores.
 
     The values are already probe-wide on every rank, so under DDP they are logged with
     ``sync_dist=True, reduce_fx="max"``: Lightning knows they are synced (and does not warn), and the
@@ -29,7 +30,8 @@ def log_scalars(
     for key, value in report.summary.items():
         if measured(key):
             log(key, value, prog_bar=key == "focus_lift")
-    log("shortcut", float(not report.verdict.passed))
+    log("shortcut", float(not report.verdict.passed and not report.verdict.inconclusive))
+    log("inconclusive", float(report.verdict.inconclusive))
     keys = [k for k in PER_CLASS_LOGGED_KEYS if measured(k)]
     for name, row in report.per_class.iterrows():
         for key in keys:

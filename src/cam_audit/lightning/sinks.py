@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +17,7 @@ from torch import Tensor
 from cam_audit.keys import CHARTS, HEADLINE_KEYS
 from cam_audit.render import hwc_uint8, png_bytes, save_png
 from cam_audit.report import AuditReport
+from cam_audit.report.atomic import write_atomic
 
 
 def log_audit_media(
@@ -79,11 +79,8 @@ def write_reports(
     latest = root / "latest"
     written = [report.to_json(latest / "report.json"), report.to_csv(latest / "samples.csv")]
     if is_best:
-        (root / "best").mkdir(parents=True, exist_ok=True)
         for path in written:  # the same bytes: copied, not serialised twice; replaced whole, as latest/
-            partial = root / "best" / (path.name + ".tmp")
-            shutil.copyfile(path, partial)
-            partial.replace(root / "best" / path.name)
+            write_atomic(root / "best" / path.name, path.read_bytes())
     row = {
         "epoch": report.meta.get("epoch"),
         "global_step": report.meta.get("global_step"),

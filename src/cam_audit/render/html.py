@@ -22,6 +22,7 @@ import pandas as pd
 from cam_audit.errors import CamAuditError
 from cam_audit.keys import CARD_COLUMNS, HEADLINE_KEYS, SUMMARY_KEYS, is_count
 from cam_audit.report import AuditReport
+from cam_audit.report.atomic import write_atomic
 
 #: Per-sample numbers shown under each overlay: the registry's card columns and the target's probability.
 SAMPLE_KEYS = (*CARD_COLUMNS, "confidence")
@@ -135,10 +136,7 @@ def write_html(
     title: str | None = None,
 ) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report, overlays, worst=worst, title=title), encoding="utf-8")
-    return path
+    return write_atomic(path, render_html(report, overlays, worst=worst, title=title))  # UTF-8, whole
 
 
 def _flags(report: AuditReport) -> str:

@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from cam_audit.report.atomic import write_atomic
+
 OBJECT_COLOUR = (0.1, 1.0, 0.2)
 SPURIOUS_COLOUR = (1.0, 0.1, 0.9)
 
@@ -137,10 +139,7 @@ def png_bytes(image: Tensor) -> bytes:
 
 def save_png(image: Tensor, path: str | os.PathLike) -> Path:
     """Write a float [3, H, W] image in [0, 1] as PNG; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(image))
-    return path
+    return write_atomic(path, png_bytes(image))  # replaced whole: no reader sees half a PNG
 
 
 def hwc_uint8(image: Tensor) -> Any:

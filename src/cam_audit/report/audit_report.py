@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import pandas as pd
 
 from cam_audit.errors import ReportError
 from cam_audit.keys import SUMMARY_KEYS
+from cam_audit.report.atomic import write_atomic
 from cam_audit.report.jsonio import clean, frame_from_json, frame_to_json, from_json_number, to_json_number
 from cam_audit.report.policy import ShortcutPolicy, Verdict
 
@@ -58,45 +59,47 @@ class AuditReport:
         }
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        """Write the report as JSON (NaN written as ``null``); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        """Write the report as JSON (NaN written as ``null``); returns the path.
+
+        The file is replaced whole (:func:`~cam_audit.report.atomic.write_atomic`): a reader sees the
+        old report or the new one, and two processes may write the same path.
+        """
         # one top-level field per line, each written compactly: json's C encoder only runs without
         # ``indent``, and a large probe's per-sample table is most of what is written
         fields = (
             f"{json.dumps(key)}: {json.dumps(value, allow_nan=False, separators=(',', ':'))}"
             for key, value in self.to_dict().items()
         )
-        tmp.write_text("{\n" + ",\n".join(fields) + "\n}\n")
-        tmp.replace(path)
-        return path
+        return write_atomic(path, "{\n" + ",\n".join(fields) + "\n}\n")
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the per-sample table as CSV; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.samples.to_csv(path, index=False)
-        return path
+        """Write the per-sample table as CSV, replaced whole like :meth:`to_json`; returns the path."""
+        return write_atomic(path, self.samples.to_csv(index=False))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditReport:
+        """The report of :meth:`to_dict`.
+
+        Raises:
+            ReportError: ``data`` is not a cam_audit report, or one of its fields is missing or malformed
+                (a summary value that is not a number or null, a table of the wrong shape, ...); the
+                message names the field.
+        """
         if data.get("format") != REPORT_FORMAT:
             raise ReportError(
                 f"not a cam_audit report (format {data.get('format')!r}, expected {REPORT_FORMAT!r}); "
                 "write reports with AuditReport.to_json or `cam-audit audit`"
             )
-        try:
-            return cls(
-                summary={k: from_json_number(v) for k, v in data["summary"].items()},
-                samples=frame_from_json(data["samples"]),
-                per_class=frame_from_json(data["per_class"]),
-                verdict=Verdict.from_dict(data["verdict"]),
-                policy=ShortcutPolicy.from_dict(data["policy"]),
-                meta=dict(data.get("meta", {})),
-            )
-        except (KeyError, TypeError) as err:
-            raise ReportError(f"report is missing or has a malformed field: {err}") from err
+        per_class = _field(data, "per_class", lambda value: frame_from_json(value, "per_class"))
+        _check_numeric(per_class)
+        return cls(
+            summary=_field(data, "summary", _summary_from_json),
+            samples=_field(data, "samples", lambda value: frame_from_json(value, "samples")),
+            per_class=per_class,
+            verdict=_field(data, "verdict", Verdict.from_dict),
+            policy=_field(data, "policy", ShortcutPolicy.from_dict),
+            meta=_field({"meta": {}, **data}, "meta", _meta_from_json),
+        )
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> AuditReport:
@@ -123,6 +126,53 @@ class AuditReport:
         """The same report judged by another policy."""
         verdict = policy.evaluate(self.summary, self.per_class, best_focus_lift)
         return AuditReport(self.summary, self.samples, self.per_class, verdict, policy, dict(self.meta))
+
+
+def _field(data: Mapping[str, Any], name: str, parse: Callable[[Any], Any]) -> Any:
+    """``parse(data[name])``, every failure turned into a :class:`ReportError` naming the field."""
+    if name not in data:
+        raise ReportError(f"report has no '{name}' field; write reports with AuditReport.to_json")
+    try:
+        return parse(data[name])
+    except ReportError as err:
+        text = str(err)
+        raise ReportError(text if text.startswith(name) else f"field '{name}': {text}") from err
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ReportError(f"field '{name}' is malformed: {type(err).__name__}: {err}") from err
+
+
+def _summary_from_json(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ReportError(f"summary must be an object of numbers, got a {type(value).__name__}")
+    summary = {}
+    for key, number in value.items():
+        number = from_json_number(number)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ReportError(
+                f"summary['{key}'] is {number!r:.40} ({type(number).__name__}), not a number or null; "
+                "the policy cannot read it"
+            )
+        summary[key] = number
+    return summary
+
+
+def _meta_from_json(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ReportError(f"meta must be an object, got a {type(value).__name__}")
+    return dict(value)
+
+
+def _check_numeric(per_class: pd.DataFrame) -> None:
+    """The per-class columns the policy reads hold numbers (or nulls), not text or lists."""
+    for column in per_class.columns:
+        if column not in (*SUMMARY_KEYS, "n_scored") or per_class[column].dtype.kind in "fiub":
+            continue
+        for name, value in per_class[column].items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ReportError(
+                    f"per_class['{column}'] of class '{name}' is {value!r:.40}, not a number or null; "
+                    "the policy cannot read it"
+                )
 
 
 __all__ = ["REPORT_FORMAT", "SUMMARY_KEYS", "AuditReport"]

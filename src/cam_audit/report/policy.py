@@ -16,6 +16,7 @@ import pandas as pd
 
 from cam_audit.errors import ReportError
 from cam_audit.keys import SHARE, score
+from cam_audit.report.evidence import INCONCLUSIVE, at_chance, degenerate_share, names_a_cue, unscored
 from cam_audit.report.jsonio import from_json_number, number
 
 
@@ -52,13 +53,38 @@ class Verdict:
         """Readable sentences, one per failed rule, with the measured numbers."""
         return [f.message for f in self.findings]
 
+    @property
+    def inconclusive(self) -> bool:
+        """Whether the verdict failed for want of evidence (an ``"inconclusive"`` finding), not on a cue."""
+        return any(f.rule == INCONCLUSIVE for f in self.findings)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "flags": self.flags, "findings": [asdict(f) for f in self.findings]}
+        return {
+            "passed": self.passed,
+            "inconclusive": self.inconclusive,
+            "flags": self.flags,
+            "findings": [asdict(f) for f in self.findings],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
-        findings = tuple(Finding(**{k: from_json_number(v) for k, v in f.items()}) for f in data["findings"])
-        return cls(passed=bool(data["passed"]), findings=findings)
+        """The verdict of :meth:`to_dict`.
+
+        Raises:
+            ReportError: ``data`` is not a verdict: ``passed`` is not a bool, ``findings`` not a list of
+                findings with exactly the fields of :class:`Finding`.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("passed"), bool):
+            raise ReportError("a verdict is an object whose 'passed' is true or false")
+        raw = data.get("findings")
+        if not isinstance(raw, list) or not all(isinstance(f, Mapping) for f in raw):
+            raise ReportError("a verdict's 'findings' is a list of objects")
+        names = [f.name for f in fields(Finding)]
+        for position, finding in enumerate(raw):
+            if sorted(finding) != sorted(names):
+                raise ReportError(f"findings[{position}] has the fields {sorted(finding)}, expected {names}")
+        findings = tuple(Finding(**{k: from_json_number(v) for k, v in f.items()}) for f in raw)
+        return cls(passed=data["passed"], findings=findings)
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,22 @@ class ShortcutPolicy:
             the run (needs the run's history; ``audit()`` alone has none).
         per_class: also apply the rules per class.
         min_class_samples: fewest scored samples for a class to be judged on its own.
+        max_degenerate_share: the verdict is inconclusive (fails) when more than this share of the
+            samples is degenerate (all-zero map or empty region: ``n_degenerate / n_samples``), probe-wide
+            and, with ``per_class``, in any class of at least ``min_class_samples`` samples.
+        min_accuracy_p: the verdict is inconclusive (fails) unless the probe accuracy is clearly above
+            chance: the number correct (``accuracy * n_samples``) is tested one-sided against a binomial
+            at the majority-class rate (the largest class's share of the probe, what always answering that
+            class scores), and the model counts as above chance when the p-value is at most this. At 0.01,
+            a balanced 3-class probe of 12 samples needs 9 correct (75%), one of 96 needs 44 (46%). Needs the
+            class sizes (``per_class["n_samples"]``, which every audit writes); a summary judged alone is not
+            tested. When this rule fires no cue is named: the spurious and counterfactual findings are
+            dropped, since the maps and interventions of a model at chance say nothing about what it
+            relies on.
+
+    No verdict without evidence: whatever the thresholds, the verdict fails with an ``"inconclusive"``
+    finding when no sample could be scored (``n_samples`` 0 or missing, or every score NaN), and under
+    the two rules above (``None`` switches each off).
 
     The defaults come from ``scripts/shortcut_study.py``, which trains scene classifiers with and without
     a watermark shortcut: each threshold lies beyond the worst value of the study's clean controls. The
@@ -89,8 +131,14 @@ class ShortcutPolicy:
     The valid range of each threshold is that of the score it bounds (:data:`cam_audit.keys.SCORES`).
 
     >>> policy = ShortcutPolicy(max_spurious_lift=2.0)
-    >>> policy.evaluate({"spurious_lift": 3.1, "spurious_mass": 0.42}).flags
+    >>> summary = {"focus_lift": 2.0, "spurious_lift": 3.1, "spurious_mass": 0.42, "accuracy": 0.9,
+    ...            "n_samples": 40, "n_degenerate": 0}
+    >>> policy.evaluate(summary).flags
     ['spurious_lift 3.10 > 2.00: 42% of heatmap mass sits on 13.5% of the image marked spurious']
+    >>> sizes = pd.DataFrame({"n_samples": [20, 20]}, index=["cat", "dog"])
+    >>> verdict = policy.evaluate({**summary, "accuracy": 0.6}, sizes)
+    >>> [f.rule for f in verdict.findings], verdict.flags[0][:62]
+    (['inconclusive'], 'accuracy 0.60 (24 of 40 correct) is not clearly above the majo')
     """
 
     min_focus_lift: float | None = 1.5
@@ -100,17 +148,30 @@ class ShortcutPolicy:
     max_focus_drop: float | None = 0.3
     per_class: bool = True
     min_class_samples: int = 4
+    max_degenerate_share: float | None = 0.5
+    min_accuracy_p: float | None = 0.01
 
     def __post_init__(self) -> None:
         for name, (bounded, (low, high)) in _RANGES.items():
             value = getattr(self, name)
             if value is None:
                 continue
-            if not isinstance(value, (int, float)) or math.isnan(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
                 raise ReportError(f"ShortcutPolicy.{name} must be a number or None, got {value!r}")
             if not low <= value <= high:
                 values = f">= {low:g}" if math.isinf(high) else f"in [{low:g}, {high:g}]"
                 raise ReportError(f"ShortcutPolicy.{name} bounds {bounded}, which is {values}; got {value!r}")
+        if self.min_accuracy_p is not None and not 0 < self.min_accuracy_p < 1:
+            raise ReportError(
+                f"ShortcutPolicy.min_accuracy_p is a significance level in (0, 1), e.g. 0.01, or None to "
+                f"switch the chance test off; got {self.min_accuracy_p!r}"
+            )
+        if not isinstance(self.per_class, bool):
+            raise ReportError(f"ShortcutPolicy.per_class must be true or false, got {self.per_class!r}")
+        if isinstance(self.min_class_samples, bool) or not isinstance(self.min_class_samples, int):
+            raise ReportError(
+                f"ShortcutPolicy.min_class_samples must be an integer, got {self.min_class_samples!r}"
+            )
         if self.min_class_samples < 1:
             raise ReportError(f"ShortcutPolicy.min_class_samples must be >= 1, got {self.min_class_samples}")
 
@@ -119,6 +180,8 @@ class ShortcutPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShortcutPolicy:
+        if not isinstance(data, Mapping):
+            raise ReportError(f"a ShortcutPolicy is an object of its fields, got a {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -139,8 +202,38 @@ class ShortcutPolicy:
             best_focus_lift: the best ``focus_lift`` seen earlier in this run, for ``max_focus_drop``.
 
         Returns:
-            A :class:`Verdict`; ``passed`` is False when any rule failed.
+            A :class:`Verdict`; ``passed`` is False when any rule failed or the evidence is missing (an
+            ``"inconclusive"`` finding, listed first).
         """
+        gaps = self._missing_evidence(summary, per_class)
+        findings = self._failed_rules(summary, per_class, best_focus_lift)
+        if any(gap.metric == "accuracy" for gap in gaps):  # a model at chance: no cue may be named
+            findings = [f for f in findings if not names_a_cue(f.metric)]
+        findings = [Finding(INCONCLUSIVE, *gap) for gap in gaps] + findings
+        return Verdict(passed=not findings, findings=tuple(findings))
+
+    def _missing_evidence(self, summary: Mapping[str, Any], per_class: pd.DataFrame | None) -> list:
+        """The :class:`~cam_audit.report.evidence.Gap` of each missing piece of evidence."""
+        gap = unscored(summary)
+        if gap is not None:
+            return [gap]
+        gaps = []
+        if self.max_degenerate_share is not None:
+            n = number(summary.get("n_samples"))
+            scored = n - number(summary.get("n_degenerate"))
+            gaps.append(degenerate_share(n, scored, self.max_degenerate_share, "probe"))
+            if self.per_class and per_class is not None and "n_scored" in per_class:
+                for name, row in per_class.iterrows():
+                    n, scored = number(row.get("n_samples")), number(row.get("n_scored"))
+                    if n >= self.min_class_samples:
+                        gaps.append(degenerate_share(n, scored, self.max_degenerate_share, str(name)))
+        if self.min_accuracy_p is not None:
+            gaps.append(at_chance(summary, per_class, self.min_accuracy_p))
+        return [gap for gap in gaps if gap is not None]
+
+    def _failed_rules(
+        self, summary: Mapping[str, Any], per_class: pd.DataFrame | None, best_focus_lift: float | None
+    ) -> list[Finding]:
         findings = list(self._check(summary, "probe"))
         if self.per_class and per_class is not None:
             for name, row in per_class.iterrows():
@@ -161,7 +254,7 @@ class ShortcutPolicy:
                         f"(allowed: {self.max_focus_drop:.0%})",
                     )
                 )
-        return Verdict(passed=not findings, findings=tuple(findings))
+        return findings
 
     def _check(self, values: Mapping[str, Any], scope: str) -> list[Finding]:
         where = "" if scope == "probe" else f" for class '{scope}'"
@@ -230,16 +323,26 @@ _THRESHOLD_RULES = (
 )
 _FOCUS_DROP = "relative drop of focus_lift from its best value in the run"
 
+#: The summary key each threshold field of :class:`ShortcutPolicy` is compared with, in field order.
+THRESHOLD_KEYS: Mapping[str, str] = MappingProxyType({rule.name: rule.key for rule in _THRESHOLD_RULES})
+
 #: What each threshold field bounds, and the values it may take (those of the score, from the registry).
 _RANGES: dict[str, tuple[str, tuple[float, float]]] = {
     **{rule.name: (rule.key, score(rule.key).bounds) for rule in _THRESHOLD_RULES},
     "max_focus_drop": (f"the {_FOCUS_DROP}", SHARE),
+    "max_degenerate_share": ("the share of degenerate samples", SHARE),
+    "min_accuracy_p": ("the p-value of the chance test", SHARE),
 }
 
 #: One help line per threshold field of :class:`ShortcutPolicy` (the gate's flags), in field order.
 RULE_HELP: Mapping[str, str] = MappingProxyType(
-    {**{rule.name: rule.help for rule in _THRESHOLD_RULES}, "max_focus_drop": f"max {_FOCUS_DROP}"}
+    {
+        **{rule.name: rule.help for rule in _THRESHOLD_RULES},
+        "max_focus_drop": f"max {_FOCUS_DROP}",
+        "max_degenerate_share": "max share of samples without a score before the verdict is inconclusive",
+        "min_accuracy_p": "p-value the probe accuracy must beat against the majority class (chance test)",
+    }
 )
 
 
-__all__ = ["RULE_HELP", "Finding", "ShortcutPolicy", "Verdict"]
+__all__ = ["RULE_HELP", "THRESHOLD_KEYS", "Finding", "ShortcutPolicy", "Verdict"]

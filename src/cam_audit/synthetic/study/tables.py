@@ -16,6 +16,7 @@ import pandas as pd
 
 from cam_audit.keys import score
 from cam_audit.report import AuditReport, Finding, ShortcutPolicy
+from cam_audit.report.policy import THRESHOLD_KEYS
 
 #: Columns of the per-model table, in print order.
 MODEL_COLUMNS = (
@@ -26,10 +27,7 @@ MODEL_COLUMNS = (
     "acc_removed",
     "acc_moved",
     "shortcut",
-    "focus_lift",
-    "spurious_lift",
-    "cf_flip_rate",
-    "cf_paste_rate",
+    *THRESHOLD_KEYS.values(),  # the probe-wide value of each score a threshold rule reads
     "min_class_focus_lift",
     "max_class_spurious_lift",
     "max_class_flip_rate",
@@ -45,6 +43,7 @@ RULE_LABELS = {
     "max_flip_rate": "flip",
     "max_paste_rate": "paste",
     "max_focus_drop": "drop",
+    "inconclusive": "inconclusive",
 }
 #: Kinds of evidence a finding can rest on, as the rates table counts them.
 EVIDENCE_KINDS = ("attribution", "counterfactual", "history")
@@ -70,6 +69,8 @@ def evidence_kind(finding: Finding) -> str:
     """
     if finding.rule == "max_focus_drop":
         return "history"
+    if finding.rule == "inconclusive":
+        return "no evidence"
     return score(finding.metric).evidence
 
 
@@ -107,10 +108,7 @@ def judge(report: AuditReport, policy: ShortcutPolicy, shortcut_drop: float) -> 
         "acc_removed": acc_removed,
         "acc_moved": acc_moved,
         "shortcut": max(acc_cue - acc_removed, acc_cue - acc_moved) > shortcut_drop,
-        "focus_lift": focus_lift,
-        "spurious_lift": summary["spurious_lift"],
-        "cf_flip_rate": summary["cf_flip_rate"],
-        "cf_paste_rate": summary["cf_paste_rate"],
+        **{key: summary[key] for key in THRESHOLD_KEYS.values()},
         "min_class_focus_lift": worst(report, "focus_lift", policy, lowest=True),
         "max_class_spurious_lift": worst(report, "spurious_lift", policy),
         "max_class_flip_rate": worst(report, "cf_flip_rate", policy),
