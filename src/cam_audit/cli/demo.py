@@ -92,7 +92,8 @@ def summary_table(runs: list[DemoRun]) -> pd.DataFrame:
         row["acc_with_wm"] = run.accuracy_with_cue
         row["acc_without_wm"] = run.accuracy_without_cue
         row["acc_wm_moved"] = run.accuracy_moved_cue
-        row["verdict"] = "pass" if run.report.verdict.passed else "SHORTCUT"
+        outcome = run.report.verdict.outcome
+        row["verdict"] = outcome if outcome == "pass" else outcome.upper()
         rows[run.name] = row
     return pd.DataFrame(rows).T
 

@@ -64,7 +64,9 @@ def _tensorboard(
 
 def verdict_markdown(report: AuditReport) -> str:
     """The verdict as a short markdown text: the flags, then the headline scores."""
-    head = "**passed**" if report.verdict.passed else "**shortcut flagged**"
+    head = {"pass": "**passed**", "inconclusive": "**inconclusive**", "shortcut": "**shortcut flagged**"}[
+        report.verdict.outcome
+    ]
     lines = [head, ""] + [f"- {flag}" for flag in report.verdict.flags]
     lines += ["", " | ".join(f"{k} {report.summary.get(k, math.nan):.3g}" for k in HEADLINE_KEYS)]
     return "\n".join(lines)

@@ -91,7 +91,7 @@ def render_html(
         raise CamAuditError(f"worst must be >= 0 (samples shown per list), got {worst}")
     overlays = overlays or {}
     passed = report.verdict.passed
-    badge = "PASS" if passed else "SHORTCUT"
+    badge = report.verdict.outcome.upper()
     model = str(report.meta.get("model_class", "model"))
     title = title if title is not None else f"cam_audit: {model} - {badge}"
     parts = [

@@ -58,6 +58,13 @@ class Verdict:
         """Whether the verdict failed for want of evidence (an ``"inconclusive"`` finding), not on a cue."""
         return any(f.rule == INCONCLUSIVE for f in self.findings)
 
+    @property
+    def outcome(self) -> str:
+        """``"pass"``, ``"inconclusive"`` (failed for want of evidence) or ``"shortcut"`` (failed on it)."""
+        if self.passed:
+            return "pass"
+        return "inconclusive" if self.inconclusive else "shortcut"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
