@@ -40,7 +40,7 @@ def audited(tmp_path_factory):
             overlays[index] = save_png(grid, folder / f"{index:05d}.png")
 
     report = audit(model, probe, target_layer="features", batch_size=4, counterfactual=False,
-                   policy=ShortcutPolicy(min_focus_lift=100.0), on_batch=keep)
+                   policy=ShortcutPolicy(min_focus_lift=100.0, min_accuracy_p=None), on_batch=keep)
     report.samples["sample_id"] = [f"<script>alert({i})</script>" for i in range(len(report.samples))]
     return report, overlays, folder
 

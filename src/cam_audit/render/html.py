@@ -80,7 +80,8 @@ def render_html(
 
     >>> from cam_audit.report import ShortcutPolicy
     >>> policy = ShortcutPolicy(max_spurious_lift=2.0)
-    >>> summary = {"focus_lift": 1.2, "spurious_lift": 3.0, "spurious_mass": 0.3}
+    >>> summary = {"focus_lift": 1.2, "spurious_lift": 3.0, "spurious_mass": 0.3, "n_samples": 8,
+    ...            "n_degenerate": 0, "focus": 0.2}
     >>> report = AuditReport(summary, pd.DataFrame(), pd.DataFrame(), policy.evaluate(summary), policy,
     ...                      {"model_class": "<Net>"})
     >>> page = render_html(report)
