@@ -152,11 +152,12 @@ def _quiet_lightning() -> None:
     import logging
     import warnings
 
-    from cam_audit.lightning import ShortcutWarning
+    from cam_audit.errors import InconclusiveWarning, ShortcutWarning
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=ShortcutWarning)  # the demo prints the verdicts itself
+    for category in (ShortcutWarning, InconclusiveWarning):  # the demo prints the verdicts itself
+        warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
