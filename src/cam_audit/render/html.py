@@ -31,7 +31,7 @@ CLASS_KEYS = ("n_samples", "focus", "focus_lift", "spurious_mass", "spurious_lif
 Overlays = Mapping[int, Union[bytes, str, "os.PathLike[str]"]]
 
 #: Report meta data shown in the header, in this order, when present.
-META_KEYS = ("model_class", "checkpoint", "epoch", "global_step", "target_layer", "method", "target",
+META_KEYS = ("model_class", "checkpoint", "epoch", "global_step", "target_layer", "method", "target", "task",
              "model_fingerprint", "probe_fingerprint", "seconds")
 
 _STYLE = """
