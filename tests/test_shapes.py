@@ -15,6 +15,7 @@ from torch import nn
 from cam_audit import CamEngine, audit
 from cam_audit.counterfactual import fill_scores, paste_moves
 from cam_audit.errors import CamAuditError
+from cam_audit.render import overlay_grid
 from cam_audit.synthetic import SceneNet
 from safety_helpers import hook_count, tiny_probe
 from shape_helpers import (
@@ -239,3 +240,18 @@ def test_the_engine_reports_its_task_once_decided():
     engine(torch.rand(1, 3, 8, 8))
     assert engine.task == "multiclass"
     assert CamEngine(model, "features", task="multilabel").task == "multilabel"
+
+
+def test_a_one_channel_model_is_explained_and_its_overlays_drawn_in_grey():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    images = torch.rand(2, 1, 8, 8)
+    result = CamEngine(model, "1")(images, [0, 1])
+    assert result.maps.shape == (2, 8, 8)
+    grid = overlay_grid(images, result.maps, ncol=2, scale=1)
+    assert grid.shape[0] == 3
+    first_image = grid[:, 4:12, 4:12]  # make_grid pads by 4 pixels
+    for channel in first_image:
+        torch.testing.assert_close(channel, images[0, 0])
