@@ -323,5 +323,5 @@ def test_bad_targets_are_named(resnet: nn.Module, images: torch.Tensor, targets,
 
 
 def test_bad_images_are_named(resnet: nn.Module) -> None:
-    with pytest.raises(CamAuditError, match=r"images must be a non-empty float tensor \[N, 3, H, W\]"):
+    with pytest.raises(CamAuditError, match=r"images must be a non-empty float tensor \[N, C, H, W\]"):
         CamEngine(resnet, "layer4")(torch.rand(3, 64, 64))

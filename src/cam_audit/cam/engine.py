@@ -9,16 +9,19 @@ head only, no graph exists below the layer, and no parameter ``.grad`` is touche
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cam_audit.cam.isolation import eval_mode_untouched, unwrap_model
+from cam_audit.cam import tasks
+from cam_audit.cam.calling import Forward, call_model
+from cam_audit.cam.checks import Targets, check_images, check_logits, check_targets, resolve_targets
+from cam_audit.cam.isolation import eager_submodules, eval_mode_untouched, unwrap_model
 from cam_audit.cam.layers import (
     ReshapeTransform,
     check_layer_output,
@@ -27,13 +30,12 @@ from cam_audit.cam.layers import (
     resolve_target_layer,
     runs_twice_error,
 )
+from cam_audit.cam.tasks import Task
 from cam_audit.cam.weights import gradcam_plus_plus_weights, gradcam_weights, weighted_map
-from cam_audit.errors import CamAuditError, NonFiniteModelError, TargetLayerError
+from cam_audit.errors import CamAuditError, TargetLayerError
 
 CamMethod = Literal["gradcam++", "gradcam"]
 """The map methods: Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) and Grad-CAM (Selvaraju et al. 2017)."""
-
-Targets = Literal["predicted"] | torch.Tensor | Sequence[int] | None
 
 _WEIGHTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "gradcam++": gradcam_plus_plus_weights,
@@ -47,13 +49,16 @@ class CamResult:
 
     Attributes:
         maps: float32 tensor [N, H, W], >= 0, at input resolution, raw (not min-max normalised).
-        logits: tensor [N, num_classes], detached, in the model's output dtype.
+        logits: tensor [N, num_classes] ([N, 1] for a binary model), detached, in the model's output dtype.
         targets: long tensor [N], the class each map explains.
+        task: how the logits are read (:mod:`cam_audit.cam.tasks`): ``"multiclass"``, ``"multilabel"``
+            or ``"binary"``.
     """
 
     maps: torch.Tensor
     logits: torch.Tensor
     targets: torch.Tensor
+    task: Task = "multiclass"
 
 
 class _LayerCapture:
@@ -65,6 +70,7 @@ class _LayerCapture:
         self.reshape_transform = reshape_transform
         self.leaf: torch.Tensor | None = None
         self.activations: torch.Tensor | None = None
+        self.output: object = None  # what the model returned
 
     def __call__(self, _module: nn.Module, _args: object, output: object) -> torch.Tensor:
         if self.leaf is not None:
@@ -78,32 +84,41 @@ class _LayerCapture:
 class CamEngine:
     """Explain a classifier's logits with Grad-CAM++ (or Grad-CAM) maps on a target layer.
 
-    For the target class ``c`` with logit ``score_c`` and the layer's activations ``A`` [N, K, h, w],
-    ``g = d score_c / dA``; Grad-CAM++ weights are
-    ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)`` (0 where the denominator is 0),
+    For the target class ``c`` with score ``score_c`` (its logit; ``+z`` or ``-z`` for the one logit
+    ``z`` of a binary model) and the layer's activations ``A`` [N, K, h, w], ``g = d score_c / dA``;
+    Grad-CAM++ weights are ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)`` (0 where the denominator is 0),
     ``w_k = sum_ij alpha * relu(g)``, Grad-CAM weights ``w_k = mean_ij g``, and the map is
     ``relu(sum_k w_k A_k)`` upsampled bilinearly (``align_corners=False``) to the input size.
-    ``A`` and ``g`` are cast to float32 first, also when the model runs under autocast.
+    ``A`` and ``g`` are cast to float32 first, also when the model runs under autocast or in bfloat16,
+    float16 or float64; the images are cast to the dtype of the model's parameters before the forward.
 
     A call leaves the model as it found it: each submodule's ``training`` flag, parameter ``.grad``,
     BatchNorm statistics, the random number generators and the hook dictionaries are unchanged, the
     input is not modified, also when the call raises. It works inside ``torch.no_grad()`` and
-    ``torch.inference_mode()``. A ``torch.compile`` wrapper is unwrapped: the engine runs the eager
-    module, so the caller's compiled graph is never recompiled.
+    ``torch.inference_mode()``. ``torch.compile`` wrappers, of the model or of any submodule, are run
+    eagerly, so the caller's compiled graphs are never recompiled.
 
     Args:
-        model: a classifier returning logits [N, num_classes].
-        target_layer: a dotted name (``"layer4"``, ``"features.28"``), a submodule of ``model``, or
-            ``None`` for the last layer with a 4-D spatial output (adaptive pools of the head
-            excepted), found by one traced forward on the first call's input.
+        model: a classifier returning logits [N, num_classes], or [N, 1] / [N] for a binary model.
+        target_layer: a dotted name (``"layer4"``, ``"features.28"``; aliases and ``_orig_mod.``
+            segments are understood), a submodule of ``model``, or ``None`` for the last layer with a
+            4-D spatial output (adaptive pools of the head excepted), found by one traced forward on the
+            first call's input.
         method: ``"gradcam++"`` or ``"gradcam"``.
         reshape_transform: turns the layer's output into ``[N, C, h, w]`` for the formula (the layer's
             own output goes downstream unchanged), e.g. :func:`~cam_audit.cam.vit_reshape_transform`.
+        task: how the logits are read (:mod:`cam_audit.cam.tasks`): ``"multiclass"`` (softmax),
+            ``"multilabel"`` (one sigmoid per class) or ``"binary"`` (one logit), or ``None``: binary for
+            a model with one output, else multiclass, decided by the first call.
+        forward: ``forward(model, images) -> logits`` for a model that takes a dict or extra inputs; the
+            hooks stay inside ``model``, so the maps are those of its own layers.
+        forward_context: a factory of the context each model call runs in (e.g. a Lightning precision
+            plugin's ``forward_context``); the maps are computed outside it.
 
     Raises:
         TargetLayerError: the layer does not exist; at the first call also when it never runs, runs
             more than once, or has no spatial output.
-        CamAuditError: an unknown method.
+        CamAuditError: an unknown method or task.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -111,8 +126,8 @@ class CamEngine:
         ...                     nn.Flatten(), nn.Linear(4, 2))
         >>> engine = CamEngine(net, target_layer="1")
         >>> res = engine(torch.rand(2, 3, 8, 8), targets=[0, 1])
-        >>> res.maps.shape, res.maps.dtype, res.targets.tolist()
-        (torch.Size([2, 8, 8]), torch.float32, [0, 1])
+        >>> res.maps.shape, res.maps.dtype, res.targets.tolist(), res.task
+        (torch.Size([2, 8, 8]), torch.float32, [0, 1], 'multiclass')
         >>> bool((res.maps >= 0).all())
         True
     """
@@ -123,18 +138,29 @@ class CamEngine:
         target_layer: str | nn.Module | None = None,
         method: CamMethod = "gradcam++",
         reshape_transform: ReshapeTransform | None = None,
+        *,
+        task: Task | None = None,
+        forward: Forward | None = None,
+        forward_context: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CamAuditError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         _check_methods((method,), "method")
-        if reshape_transform is not None and not callable(reshape_transform):
-            raise CamAuditError(
-                f"reshape_transform must be a callable [layer output] -> [N, C, h, w], got "
-                f"{type(reshape_transform).__name__}"
-            )
+        tasks.check_task(task)
+        for name, value, what in (
+            ("reshape_transform", reshape_transform, "a callable [layer output] -> [N, C, h, w]"),
+            ("forward", forward, "a callable (model, images) -> logits"),
+            ("forward_context", forward_context, "a callable returning a context manager"),
+        ):
+            if value is not None and not callable(value):
+                raise CamAuditError(f"{name} must be {what}, got {type(value).__name__}")
         self.model = unwrap_model(model)
         self.method = method
         self.reshape_transform = reshape_transform
+        self.forward = forward
+        self.forward_context = forward_context or nullcontext
+        self._requested_task = task
+        self._task: Task | None = None
         self._layer: tuple[str, nn.Module] | None = None
         if target_layer is not None:
             self._layer = resolve_target_layer(self.model, target_layer)
@@ -155,20 +181,34 @@ class CamEngine:
             )
         return self._layer[0]
 
+    @property
+    def task(self) -> Task:
+        """How the logits are read; with ``task=None`` decided by the first call (reading it earlier
+        raises :class:`~cam_audit.errors.CamAuditError`)."""
+        if self._task is None:
+            if self._requested_task is not None:
+                return self._requested_task
+            raise CamAuditError(
+                "task=None is decided by the model's first logits (binary for one output, else "
+                "multiclass); call the engine on a batch first, or pass task= explicitly"
+            )
+        return self._task
+
     def __call__(self, images: torch.Tensor, targets: Targets = None) -> CamResult:
         """Maps of ``self.method`` for a batch.
 
         Args:
-            images: float tensor [N, 3, H, W].
-            targets: ``None`` or ``"predicted"`` (explain the argmax of the logits), a long tensor [N]
-                or a sequence of N ints in ``[0, num_classes)``.
+            images: float tensor [N, C, H, W] (cast to the model's dtype for the forward).
+            targets: ``None`` or ``"predicted"`` (explain the prediction: the argmax of the logits, or
+                ``z > 0`` for a binary model), a long tensor [N], a NumPy integer array or a sequence of
+                N ints in ``[0, num_classes)`` (``{0, 1}`` for a binary model).
 
         Returns:
-            :class:`CamResult` with ``maps`` float32 [N, H, W], ``logits`` [N, num_classes] and
-            ``targets`` long [N].
+            :class:`CamResult` with ``maps`` float32 [N, H, W], ``logits`` [N, num_classes],
+            ``targets`` long [N] and the ``task``.
         """
         maps, logits, explained = self._explain(images, targets, (self.method,))
-        return CamResult(maps=maps[self.method], logits=logits, targets=explained)
+        return CamResult(maps=maps[self.method], logits=logits, targets=explained, task=self.task)
 
     def compute(
         self,
@@ -179,7 +219,7 @@ class CamEngine:
         """Maps of several methods from one forward and one backward.
 
         Args:
-            images: float tensor [N, 3, H, W].
+            images: float tensor [N, C, H, W].
             targets: as in :meth:`__call__`.
             methods: method names, each ``"gradcam++"`` or ``"gradcam"``.
 
@@ -199,39 +239,72 @@ class CamEngine:
         maps, _, _ = self._explain(images, targets, methods)
         return maps
 
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits [N, K] for a batch, called as the maps call it (eval mode, the model's
+        dtype, ``forward``, ``forward_context``, compiled submodules run eagerly), without maps.
+
+        The counterfactual tests run their forwards through this, so they see the model as the maps do.
+        """
+        check_images(images)
+        with (
+            eval_mode_untouched(self.model, images.device),
+            eager_submodules(self.model),
+            self.forward_context(),
+        ):
+            output = call_model(self.model, images, self.forward)
+        return self._logits(output, images.shape[0])
+
+    def _logits(self, output: object, count: int) -> torch.Tensor:
+        """Check the model's output, decide the task on first sight, and return logits [N, K]."""
+        model_name = type(self.model).__name__
+        logits = check_logits(output, count, model_name)
+        self._task = tasks.resolve_task(self._task or self._requested_task, logits, model_name)
+        return logits
+
     def _explain(
         self, images: torch.Tensor, targets: Targets, methods: tuple[str, ...]
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        _check_images(images)
-        requested = _check_targets(targets, images.shape[0])
-        with torch.inference_mode(False), eval_mode_untouched(self.model, images.device):
+        check_images(images)
+        requested = check_targets(targets, images.shape[0])
+        with (
+            torch.inference_mode(False),
+            eval_mode_untouched(self.model, images.device),
+            eager_submodules(self.model),
+        ):
             if images.is_inference():
                 images = images.clone()
+            capture = self._capture(images)
+            logits = self._logits(capture.output, images.shape[0])
+            explained = resolve_targets(requested, logits, self.task)
+            score = tasks.explained_score(logits, explained, self.task).sum()
+            if not score.requires_grad:
+                raise _disconnected_error(capture.name)
+            (gradient,) = torch.autograd.grad(score, capture.leaf, allow_unused=True)
+            if gradient is None:
+                raise _disconnected_error(capture.name)
+            if self.reshape_transform is not None:
+                gradient = self.reshape_transform(gradient)
+            maps = _maps(capture.activations, gradient, methods, images.shape[-2:])
+        return maps, logits.detach(), explained
+
+    def _capture(self, images: torch.Tensor) -> _LayerCapture:
+        """One forward with the target layer hooked (its output becomes the gradient leaf)."""
+        with self.forward_context():
             if self._layer is None:
-                self._layer = resolve_target_layer(self.model, None, images)
+                self._layer = resolve_target_layer(self.model, None, images, forward=self.forward)
             name, module = self._layer
             capture = _LayerCapture(name, self.model, self.reshape_transform)
             handle = module.register_forward_hook(capture)
             try:
                 with torch.no_grad():
-                    output = self.model(images)
+                    capture.output = call_model(self.model, images, self.forward)
             finally:
                 handle.remove()
             if capture.leaf is None:
-                raise never_runs_error(self.model, name, images)
+                raise never_runs_error(self.model, name, images, self.forward)
             check_spatial(self.model, name, capture.activations, images)
-            logits = _check_logits(output, images.shape[0], type(self.model).__name__)
-            explained = _resolve_targets(requested, logits)
-            score = logits.gather(1, explained[:, None]).sum()
-            if not score.requires_grad:
-                raise _disconnected_error(name)
-            (gradient,) = torch.autograd.grad(score, capture.leaf, allow_unused=True)
-            if gradient is None:
-                raise _disconnected_error(name)
-            if self.reshape_transform is not None:
-                gradient = self.reshape_transform(gradient)
-            maps = _maps(capture.activations, gradient, methods, images.shape[-2:])
-        return maps, logits.detach(), explained
+        return capture
 
 
 def _maps(
@@ -259,89 +332,6 @@ def _check_methods(methods: tuple[str, ...], argument: str) -> None:
             f"{argument}={methods if argument == 'methods' else methods[0]!r} is not supported; "
             f"choose from {', '.join(repr(name) for name in known)}"
         )
-
-
-def _check_images(images: object) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise CamAuditError(f"images must be a float tensor [N, 3, H, W], got {type(images).__name__}")
-    if images.dim() != 4 or not images.is_floating_point() or images.shape[0] == 0:
-        raise CamAuditError(
-            f"images must be a non-empty float tensor [N, 3, H, W], got shape {tuple(images.shape)} and "
-            f"dtype {images.dtype}; add a batch dimension with images.unsqueeze(0) for a single image"
-        )
-
-
-def _check_targets(targets: Targets, count: int) -> torch.Tensor | None:
-    """Validate ``targets`` before any forward runs; ``None`` means explain the prediction."""
-    if targets is None:
-        return None
-    if isinstance(targets, str):
-        if targets == "predicted":
-            return None
-        raise CamAuditError(
-            f"targets={targets!r} is not understood; pass None or 'predicted' (explain the predicted "
-            "class), a long tensor [N] or a sequence of N class indices"
-        )
-    if isinstance(targets, torch.Tensor):
-        if targets.dtype == torch.bool or targets.is_floating_point() or targets.is_complex():
-            raise CamAuditError(
-                f"targets must hold integer class indices, got a {targets.dtype} tensor; convert it with "
-                "targets.long() if it holds whole numbers"
-            )
-        if targets.dim() != 1:
-            raise CamAuditError(
-                f"targets must be a 1-D tensor [N] with one class index per image, got shape "
-                f"{tuple(targets.shape)}"
-            )
-        indices = targets.detach().long()
-    elif isinstance(targets, Sequence):
-        bad = [v for v in targets if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
-        if bad:
-            raise CamAuditError(f"targets must be integer class indices, got {bad[0]!r}")
-        indices = torch.tensor([int(value) for value in targets], dtype=torch.long)
-    else:
-        raise CamAuditError(
-            f"targets must be None, 'predicted', a long tensor [N] or a sequence of ints, got "
-            f"{type(targets).__name__}"
-        )
-    if indices.shape[0] != count:
-        raise CamAuditError(
-            f"len(targets) = {indices.shape[0]} but images holds N = {count}; pass one class index per "
-            "image (or targets=None to explain the predicted classes)"
-        )
-    return indices
-
-
-def _check_logits(output: object, count: int, model_name: str) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != count:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise CamAuditError(
-            f"{model_name} must return logits [N, num_classes] with N={count}, got {shape}; wrap the model "
-            "so its forward returns the class logits only"
-        )
-    finite = torch.isfinite(output.detach()).all(dim=1)
-    if not bool(finite.all()):  # maps from a NaN or infinite score are noise
-        broken = (~finite).nonzero().flatten().tolist()
-        raise NonFiniteModelError(
-            f"{model_name} returned non-finite logits (NaN or inf) for {len(broken)} of {count} images of "
-            f"the batch (image {broken[0]}: {output[broken[0]].detach().float().cpu().tolist()!s:.80}); "
-            "check the weights for NaN, the input normalisation, and float16 overflow"
-        )
-    return output
-
-
-def _resolve_targets(requested: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
-    if requested is None:
-        return logits.detach().argmax(dim=1)
-    classes = logits.shape[1]
-    out_of_range = ((requested < 0) | (requested >= classes)).nonzero().flatten()
-    if out_of_range.numel():
-        position = int(out_of_range[0])
-        raise CamAuditError(
-            f"targets[{position}] = {int(requested[position])} is not a class index of a model with "
-            f"{classes} outputs; targets must lie in [0, {classes})"
-        )
-    return requested.to(logits.device).clone()  # a normal tensor even if given in inference mode
 
 
 def _disconnected_error(name: str) -> TargetLayerError:

@@ -58,3 +58,43 @@ def eval_mode_untouched(model: nn.Module, device: torch.device) -> Iterator[None
         finally:
             for module, training in flags:
                 module.training = training
+
+
+def compiled_inner(module: nn.Module) -> nn.Module | None:
+    """The eager module inside a ``torch.compile`` wrapper, or None when ``module`` is not one."""
+    inner = getattr(module, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else None
+
+
+@contextmanager
+def eager_submodules(model: nn.Module) -> Iterator[None]:
+    """Run the eager module in place of every ``torch.compile``'d submodule, restoring them on exit.
+
+    ``model.backbone = torch.compile(model.backbone)`` leaves a wrapper in the module tree; the engine's
+    hooks sit on the eager layers inside it, and a compiled graph traced with them would be recompiled.
+    For the duration of the block each wrapper is replaced in its parent by its ``_orig_mod``, so the
+    forward runs eagerly and the caller's compiled graph is left as it was.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2))
+        >>> wrapper = torch.compile(net[0])
+        >>> net[0] = wrapper
+        >>> with eager_submodules(net):
+        ...     net[0] is wrapper._orig_mod
+        True
+        >>> net[0] is wrapper
+        True
+    """
+    swapped = [
+        (parent, key, child)
+        for parent in model.modules()
+        for key, child in parent._modules.items()
+        if child is not None and compiled_inner(child) is not None
+    ]
+    try:
+        for parent, key, child in swapped:
+            parent._modules[key] = compiled_inner(child)
+        yield
+    finally:
+        for parent, key, child in reversed(swapped):
+            parent._modules[key] = child

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from cam_audit.cam.isolation import eval_mode_untouched, unwrap_model
+from cam_audit.cam.calling import Forward, call_model
+from cam_audit.cam.isolation import eager_submodules, eval_mode_untouched, unwrap_model
+from cam_audit.cam.names import canonical_name, close_names, name_of, named_layers
 from cam_audit.errors import CamAuditError, TargetLayerError
 
 ReshapeTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -32,34 +34,42 @@ class _LayerRun:
         return tuple(self.output.shape) if isinstance(self.output, torch.Tensor) else None
 
 
-def _trace(model: nn.Module, example_input: torch.Tensor, keep: str | None = None) -> list[_LayerRun]:
+def _trace(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    keep: nn.Module | None = None,
+    forward: Forward | None = None,
+) -> list[_LayerRun]:
     """Run ``model`` once (eval mode, no grad, state restored) and record every submodule that ran.
 
-    Returns the runs in the order the modules first finished (children before their parent). Each run
-    keeps its output shape; ``keep`` names the one layer whose output tensor is kept as well.
+    Returns the runs in the order the modules first finished (children before their parent), each under
+    the module's first name (a module reachable under two names runs, and is recorded, once). Each run
+    keeps its output shape; the output tensor of the ``keep`` module is kept as well.
     """
-    runs: dict[str, _LayerRun] = {}
+    runs: dict[int, _LayerRun] = {}
     order: list[_LayerRun] = []
 
     def record(name: str, module: nn.Module) -> Callable:
         def hook(_module: nn.Module, _args: object, output: object) -> None:
-            run = runs.get(name)
+            run = runs.get(id(module))
             if run is None:
-                run = runs[name] = _LayerRun(name, module)
+                run = runs[id(module)] = _LayerRun(name, module)
                 order.append(run)
             run.calls += 1
-            if name == keep or run.calls == 1:
-                run.output = output if name == keep else _shape_only(output)
+            if module is keep or run.calls == 1:
+                run.output = output if module is keep else _shape_only(output)
 
         return hook
 
     handles = []
+    hooked: set[int] = set()
     try:
-        for name, module in model.named_modules():
-            if name:
+        for name, module in named_layers(model).items():
+            if name and id(module) not in hooked:
+                hooked.add(id(module))
                 handles.append(module.register_forward_hook(record(name, module)))
-        with eval_mode_untouched(model, example_input.device), torch.no_grad():
-            model(example_input)
+        with eval_mode_untouched(model, example_input.device), eager_submodules(model), torch.no_grad():
+            call_model(model, example_input, forward)
     finally:
         for handle in handles:
             handle.remove()
@@ -78,7 +88,9 @@ def _is_spatial(run: _LayerRun) -> bool:
     return run.calls == 1 and shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1
 
 
-def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+def spatial_layers(
+    model: nn.Module, example_input: torch.Tensor, *, forward: Forward | None = None
+) -> list[str]:
     """Names of the layers that can be explained without a reshape transform, in execution order.
 
     A layer qualifies when it runs exactly once per forward and outputs a 4-D tensor ``[N, C, h, w]``
@@ -87,9 +99,10 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     their parent, so the last name is the outermost module holding the last spatial output.
 
     Args:
-        model: the classifier (a ``torch.compile`` wrapper is unwrapped).
-        example_input: float tensor [N, 3, H, W] the model accepts; one forward is run on it, in eval
-            mode with the model's state restored afterwards.
+        model: the classifier (``torch.compile`` wrappers, of the model or of submodules, run eagerly).
+        example_input: float tensor [N, C, H, W] the model accepts (cast to the model's dtype); one
+            forward is run on it, in eval mode with the model's state restored afterwards.
+        forward: ``forward(model, images) -> logits`` for a model that is not called as ``model(images)``.
 
     Returns:
         dotted module names.
@@ -100,12 +113,12 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
         ['0', '1']
     """
     model = unwrap_model(model)
-    return [run.name for run in _trace(model, example_input) if _is_spatial(run)]
+    return [run.name for run in _trace(model, example_input, forward=forward) if _is_spatial(run)]
 
 
 def _summary(names: list[str], model: nn.Module) -> str:
     """A short list of candidates for an error message: the top-level blocks among ``names``."""
-    modules = dict(model.named_modules())
+    modules = named_layers(model)
     top = [name for name in names if "." not in name]
     blocks = [name for name in top if any(True for _ in modules[name].children())]
     chosen = blocks or top or names[-6:]
@@ -121,11 +134,13 @@ def _structural_candidates(model: nn.Module) -> list[str]:
     ]
 
 
-def _candidates_hint(model: nn.Module, example_input: torch.Tensor | None) -> str:
+def _candidates_hint(
+    model: nn.Module, example_input: torch.Tensor | None, forward: Forward | None = None
+) -> str:
     if example_input is None:
         names = _structural_candidates(model)
         return _summary(names, model) if names else ", ".join(name for name, _ in model.named_children())
-    return _summary(spatial_layers(model, example_input), model)
+    return _summary(spatial_layers(model, example_input, forward=forward), model)
 
 
 def _model_name(model: nn.Module) -> str:
@@ -138,26 +153,29 @@ def resolve_target_layer(
     example_input: torch.Tensor | None = None,
     *,
     reshape_transform: ReshapeTransform | None = None,
+    forward: Forward | None = None,
 ) -> tuple[str, nn.Module]:
     """Find the layer to explain and check, when an example input is given, that it can be explained.
 
     Args:
-        model: the classifier (a ``torch.compile`` wrapper is unwrapped; names refer to the eager model,
-            with or without the ``_orig_mod.`` prefix).
+        model: the classifier. Names refer to the eager model: a module registered under two names is
+            found under either, ``_orig_mod.`` segments (``torch.compile`` of the model or of a
+            submodule) may be written or left out, and a compiled submodule means its eager module.
         target_layer: a dotted name (``"layer4"``, ``"features.28"``), a submodule of ``model``, or
             ``None`` for the last layer of :func:`spatial_layers` that is not an adaptive pooling layer
             (VGG's head starts with one), which needs ``example_input``.
-        example_input: float tensor [N, 3, H, W]; when given, one traced forward checks that the layer
+        example_input: float tensor [N, C, H, W]; when given, one traced forward checks that the layer
             runs exactly once and outputs ``[N, C, h, w]`` (after ``reshape_transform`` if given).
         reshape_transform: turns the layer's output into ``[N, C, h, w]`` (e.g. ViT tokens).
+        forward: ``forward(model, images) -> logits`` for a model that is not called as ``model(images)``.
 
     Returns:
         ``(name, module)``: the dotted name within the eager model and the module.
 
     Raises:
-        TargetLayerError: the name does not exist (the message lists layers with a spatial output),
-            the module is not part of ``model``, the layer never runs or runs more than once, or its
-            output is not a 4-D map and no ``reshape_transform`` makes it one.
+        TargetLayerError: the name does not exist (the message suggests the closest names and lists
+            layers with a spatial output), the module is not part of ``model``, the layer never runs or
+            runs more than once, or its output is not a 4-D map and no ``reshape_transform`` makes it one.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -168,9 +186,9 @@ def resolve_target_layer(
     """
     model = unwrap_model(model)
     if target_layer is None:
-        return _auto_layer(model, example_input, reshape_transform)
+        return _auto_layer(model, example_input, reshape_transform, forward)
     if isinstance(target_layer, nn.Module):
-        name = next((name for name, module in model.named_modules() if module is target_layer), None)
+        name = name_of(model, target_layer)
         if name is None:
             raise TargetLayerError(
                 f"target_layer {type(target_layer).__name__} is not a submodule of {_model_name(model)}; "
@@ -179,30 +197,40 @@ def resolve_target_layer(
         if name == "":
             raise TargetLayerError(
                 "target_layer is the model itself; pick a layer inside it with a spatial output, e.g. "
-                f"one of: {_candidates_hint(model, example_input)}"
+                f"one of: {_candidates_hint(model, example_input, forward)}"
             )
     elif isinstance(target_layer, str):
-        name = target_layer.removeprefix("_orig_mod.")
-        modules = dict(model.named_modules())
-        if name not in modules or name == "":
-            raise TargetLayerError(
-                f"target_layer '{target_layer}' not found in {_model_name(model)}; layers with a spatial "
-                f"output: {_candidates_hint(model, example_input)}. Nested dotted names work too; "
-                "cam_audit.cam.spatial_layers(model, images) lists them all"
-            )
+        name = canonical_name(target_layer)
+        if name == "" or name not in named_layers(model):
+            raise _not_found_error(model, target_layer, example_input, forward)
     else:
         raise CamAuditError(
             f"target_layer must be a dotted layer name, an nn.Module inside the model or None (automatic), "
             f"got {type(target_layer).__name__}"
         )
-    module = dict(model.named_modules())[name]
+    module = named_layers(model)[name]
     if example_input is not None:
-        _check_runs(model, name, example_input, reshape_transform)
+        _check_runs(model, (name, module), example_input, reshape_transform, forward)
     return name, module
 
 
+def _not_found_error(
+    model: nn.Module, target_layer: str, example_input: torch.Tensor | None, forward: Forward | None
+) -> TargetLayerError:
+    close = close_names(target_layer, model)
+    guess = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else "."
+    return TargetLayerError(
+        f"target_layer '{target_layer}' not found in {_model_name(model)}; layers with a spatial output: "
+        f"{_candidates_hint(model, example_input, forward)}{guess} Nested dotted names work too; "
+        "cam_audit.cam.spatial_layers(model, images) lists them all"
+    )
+
+
 def _auto_layer(
-    model: nn.Module, example_input: torch.Tensor | None, reshape_transform: ReshapeTransform | None
+    model: nn.Module,
+    example_input: torch.Tensor | None,
+    reshape_transform: ReshapeTransform | None,
+    forward: Forward | None,
 ) -> tuple[str, nn.Module]:
     if reshape_transform is not None:
         raise TargetLayerError(
@@ -215,9 +243,11 @@ def _auto_layer(
             "target_layer=None is resolved by a traced forward; pass example_input (a batch the model "
             "accepts) or name the layer"
         )
-    modules = dict(model.named_modules())
+    modules = named_layers(model)
     names = [
-        name for name in spatial_layers(model, example_input) if not isinstance(modules[name], _HEAD_POOLS)
+        name
+        for name in spatial_layers(model, example_input, forward=forward)
+        if not isinstance(modules[name], _HEAD_POOLS)
     ]
     if not names:
         raise TargetLayerError(
@@ -230,11 +260,17 @@ def _auto_layer(
 
 
 def _check_runs(
-    model: nn.Module, name: str, example_input: torch.Tensor, reshape_transform: ReshapeTransform | None
+    model: nn.Module,
+    layer: tuple[str, nn.Module],
+    example_input: torch.Tensor,
+    reshape_transform: ReshapeTransform | None,
+    forward: Forward | None,
 ) -> None:
-    run = next((run for run in _trace(model, example_input, keep=name) if run.name == name), None)
+    name, module = layer
+    runs = _trace(model, example_input, keep=module, forward=forward)
+    run = next((run for run in runs if run.module is module), None)
     if run is None:
-        raise never_runs_error(model, name, example_input)
+        raise never_runs_error(model, name, example_input, forward)
     if run.calls > 1:
         raise runs_twice_error(model, name)
     check_spatial(model, name, check_layer_output(name, run.output, reshape_transform), example_input)
@@ -257,11 +293,13 @@ def check_spatial(
     )
 
 
-def never_runs_error(model: nn.Module, name: str, example_input: torch.Tensor) -> TargetLayerError:
+def never_runs_error(
+    model: nn.Module, name: str, example_input: torch.Tensor, forward: Forward | None = None
+) -> TargetLayerError:
     """The error for a target layer that the model's forward never calls."""
     return TargetLayerError(
         f"target_layer '{name}' never runs in {_model_name(model)}.forward, so nothing can be explained "
-        f"there; pick a layer that runs, e.g. one of: {_candidates_hint(model, example_input)}"
+        f"there; pick a layer that runs, e.g. one of: {_candidates_hint(model, example_input, forward)}"
     )
 
 

@@ -66,6 +66,12 @@ def build_parser() -> Any:
     parser.add_argument("--method", type=Literal["gradcam++", "gradcam"], default="gradcam++")
     parser.add_argument("--target", type=Literal["label", "predicted"], default="label",
                         help="explain the ground-truth label or the predicted class")
+    parser.add_argument("--task", type=Literal["multiclass", "multilabel", "binary"] | None, default=None,
+                        help="how the logits are read: softmax classes, one sigmoid per class, or one logit "
+                        "(binary); default: binary for a model with one output, else multiclass")
+    parser.add_argument("--forward", type=str | None, default=None,
+                        help="import path of a function (model, images) -> logits, for a model whose "
+                        "forward takes a dict or extra inputs, e.g. mypackage.audit.forward_dict")
     parser.add_argument("--batch_size", type=int, default=64, help="probe samples per forward pass")
     parser.add_argument("--counterfactual", type=bool, default=True,
                         help="run the fill and paste tests on samples with spurious regions")
@@ -141,6 +147,7 @@ def _audit_into(init: Any, stage: Path) -> AuditReport:
     from cam_audit.render.html import write_html
 
     checkpoint = Path(init.checkpoint)
+    forward = _import_forward(init.forward)
     model = load_model(init.model, checkpoint, init.model_args, init.device)
     check_finite_weights(model, checkpoint)
     probe = init.probe.load()
@@ -159,6 +166,8 @@ def _audit_into(init: Any, stage: Path) -> AuditReport:
             target_layer=init.target_layer,
             method=init.method,
             target=init.target,
+            task=init.task,
+            forward=forward,
             batch_size=init.batch_size,
             policy=init.policy,
             counterfactual=init.counterfactual,
@@ -280,15 +289,32 @@ def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], de
     return model.eval()
 
 
-def _import_class(class_path: str) -> type:
-    module_name, _, name = class_path.rpartition(".")
+def _import_object(path: str, what: str, example: str) -> Any:
+    """The object at a dotted import path ``package.module.name``."""
+    module_name, _, name = path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), name) if module_name else None
+        return getattr(importlib.import_module(module_name), name) if module_name else None
     except (ImportError, AttributeError) as err:
         raise CamAuditError(
-            f"model {class_path!r} cannot be imported ({_one_line(err)}); give the full class path of the "
-            "model, e.g. cam_audit.lightning.scenes.SceneClassifier"
+            f"{what} {path!r} cannot be imported ({_one_line(err)}); give its full import path, e.g. "
+            f"{example}"
         ) from err
+
+
+def _import_forward(path: str | None) -> Any:
+    """The ``forward(model, images) -> logits`` function named by ``--forward`` (None when not given)."""
+    if not path:
+        return None
+    forward = _import_object(path, "forward", "mypackage.audit.forward_dict")
+    if not callable(forward):
+        raise CamAuditError(
+            f"forward {path!r} is a {type(forward).__name__}, not a function (model, images) -> logits"
+        )
+    return forward
+
+
+def _import_class(class_path: str) -> type:
+    cls = _import_object(class_path, "model", "cam_audit.lightning.scenes.SceneClassifier")
     if not isinstance(cls, type):
         raise CamAuditError(
             f"model {class_path!r} is not a class path; give package.module.ClassName, "

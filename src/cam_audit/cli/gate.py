@@ -56,19 +56,22 @@ def run_gate(args: argparse.Namespace) -> int:
     verdict = policy.evaluate(
         report.summary, report.per_class, best if isinstance(best, (int, float)) else None
     )
+    task = report.meta.get("task")
+    shown = f" ({task})" if task else ""
     if args.json:
         print(
             json.dumps(
-                {"report": str(args.report), "policy": policy.to_dict(), **verdict.to_dict()}, indent=1
+                {"report": str(args.report), "task": task, "policy": policy.to_dict(), **verdict.to_dict()},
+                indent=1,
             )
         )
     elif verdict.passed:
         print(
-            f"PASS {args.report}: focus_lift {report.summary.get('focus_lift', float('nan')):.2f}, "
+            f"PASS {args.report}{shown}: focus_lift {report.summary.get('focus_lift', float('nan')):.2f}, "
             f"spurious_lift {report.summary.get('spurious_lift', float('nan')):.2f}"
         )
     else:
-        print(f"FAIL {args.report}: {len(verdict.findings)} rule(s) failed")
+        print(f"FAIL {args.report}{shown}: {len(verdict.findings)} rule(s) failed")
         for finding in verdict.findings:
             print(f"  {finding.rule}: {finding.message}")
     return EXIT_PASS if verdict.passed else EXIT_FAIL

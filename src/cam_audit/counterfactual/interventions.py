@@ -5,11 +5,14 @@ pixels that carry little mass), so a suspected shortcut is tested causally:
 
 - **fill**: replace the spurious region of each image by a neutral fill (a blur of the image by
   default) and measure how far the probability of the explained class falls (``cf_confidence_drop``)
-  and how often the prediction changes (``cf_flip``).
+  and how often the model's decision changes (``cf_flip``).
 - **paste**: copy the spurious region of an image of class *c* into an image of another class whose
-  own spurious region was filled, and record whether the prediction moves to *c* (``cf_paste``).
+  own spurious region was filled, and record whether the model now decides for *c* (``cf_paste``).
 
-Every function here is batched and runs where the images are.
+Probabilities and decisions follow the classifier's task (:mod:`cam_audit.cam.tasks`): the softmax and
+the argmax of a multiclass model, ``sigmoid(+-z)`` and ``z > 0`` of a binary one, and for a multi-label
+model the class's own sigmoid, "on" above 0.5. Every function here is batched and runs where the images
+are.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from cam_audit.cam import tasks
+from cam_audit.cam.tasks import Task
 from cam_audit.errors import CamAuditError
 
 FillFn = Callable[[Tensor, Tensor], Tensor]
@@ -151,6 +156,7 @@ def fill_scores(
     targets: Tensor,
     logits: Tensor,
     fill: Fill = "blur",
+    task: Task = "multiclass",
 ) -> dict[str, Tensor]:
     """The fill test for one batch; NaN for samples without a spurious region.
 
@@ -161,22 +167,33 @@ def fill_scores(
         targets: long [N], the class whose probability is tracked.
         logits: [N, K], the model's logits on the original images.
         fill: see :func:`fill_region`.
+        task: how the logits are read (see the module docstring).
 
     Returns:
         ``cf_confidence_drop`` (probability of the target before minus after filling) and ``cf_flip``
-        (1.0 where the prediction changed): float tensors [N].
+        (1.0 where the decision changed: the prediction, or for a multi-label model whether the target
+        class is on): float tensors [N].
+
+    >>> bright = lambda x: x.mean(dim=(1, 2, 3))[:, None] * 8 - 1   # one logit: bright images are class 1
+    >>> images = torch.zeros(1, 3, 4, 4); images[:, :, :2] = 1.0
+    >>> cue = torch.zeros(1, 4, 4, dtype=torch.bool); cue[:, :2] = True
+    >>> out = fill_scores(bright, images, cue, torch.tensor([1]), bright(images), "mean", task="binary")
+    >>> out["cf_flip"].tolist()
+    [1.0]
     """
     has_cue = spurious.flatten(1).any(dim=1)
-    nan = torch.full((images.shape[0],), float("nan"), device=images.device)
+    nan = torch.full((images.shape[0],), float("nan"), dtype=torch.float32, device=images.device)
     out = {"cf_confidence_drop": nan.clone(), "cf_flip": nan.clone()}
     if not bool(has_cue.any()):
         return out
     cue = has_cue.nonzero().squeeze(1)
-    probs = logits[cue].float().softmax(dim=1)
-    filled_probs = forward(fill_region(images[cue], spurious[cue], fill)).float().softmax(dim=1)
-    tracked = targets[cue, None].to(probs.device)
-    out["cf_confidence_drop"][cue] = (probs.gather(1, tracked) - filled_probs.gather(1, tracked)).squeeze(1)
-    out["cf_flip"][cue] = (filled_probs.argmax(dim=1) != probs.argmax(dim=1)).float()
+    before = logits[cue]
+    after = forward(fill_region(images[cue], spurious[cue], fill)).to(before.device)
+    tracked = targets[cue].to(before.device)
+    drop = tasks.confidence(before, tracked, task) - tasks.confidence(after, tracked, task)
+    out["cf_confidence_drop"][cue] = drop.to(out["cf_confidence_drop"].device)
+    flipped = tasks.decision_changed(before, after, tracked, task).float()
+    out["cf_flip"][cue] = flipped.to(out["cf_flip"].device)
     return out
 
 
@@ -189,11 +206,14 @@ def paste_moves(
     partners: Tensor,
     partner_regions: Tensor,
     fill: Fill = "blur",
+    task: Task = "multiclass",
 ) -> Tensor:
     """The paste test: does a source's cue, pasted into its partner, move the partner to the source's class?
 
     Each partner's own spurious region is filled first (see :func:`fill_region`), so only the pasted cue
-    is left to decide.
+    is left to decide. A move is a prediction of the source's class (multiclass, binary); for a
+    multi-label model it is the source's class turning on (``sigmoid(logit) > 0.5``) where it was off
+    in the filled partner without the cue, and NaN where it was on already (no move can be seen).
 
     Args:
         forward: the model in eval mode, ``images -> logits``.
@@ -203,12 +223,22 @@ def paste_moves(
         partners: float [M, C, H, W], the images of other classes to paste into.
         partner_regions: bool [M, H, W], the partners' own spurious regions.
         fill: see :func:`fill_region`.
+        task: how the logits are read (see the module docstring).
 
     Returns:
-        float tensor [M]: 1.0 where the pasted image is predicted as the source's class.
+        float tensor [M]: 1.0 where the pasted image is decided for the source's class, else 0.0 (NaN
+        where a multi-label partner had that class on before the paste).
     """
-    pasted = paste_region(fill_region(partners, partner_regions, fill), sources, source_regions)
-    return (forward(pasted).argmax(dim=1) == source_labels.to(pasted.device)).float()
+    filled = fill_region(partners, partner_regions, fill)
+    pasted = paste_region(filled, sources, source_regions)
+    labels = source_labels.to(pasted.device)
+    if task != "multilabel":
+        return tasks.decides_for(forward(pasted), labels, task).float().to(pasted.device)
+    logits = forward(torch.cat([filled, pasted]))
+    labels = labels.to(logits.device)
+    was_on = tasks.decides_for(logits[: len(labels)], labels, task)
+    moved = tasks.decides_for(logits[len(labels) :], labels, task).float()
+    return torch.where(was_on, torch.full_like(moved, float("nan")), moved).to(pasted.device)
 
 
 __all__ = ["coarse_blur", "fill_region", "fill_scores", "paste_moves", "paste_partners", "paste_region"]

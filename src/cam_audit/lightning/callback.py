@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from torch import Tensor
+from torch import Tensor, nn
 
 from cam_audit.cam import CamEngine
 from cam_audit.counterfactual import Fill
@@ -60,7 +60,16 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         max_images: probe samples in the overlay grid.
         write_reports: write ``report.json`` and ``samples.csv`` under ``<log_dir>/cam_audit/``.
         reshape_transform: turns a token layer's output into [N, C, h, w] (ViTs).
+        task: how the logits are read: ``"multiclass"``, ``"multilabel"`` or ``"binary"`` (one logit), or
+            None (binary for one output, else multiclass), as in :func:`~cam_audit.audit`.
+        forward: ``forward(model, images) -> logits`` for a LightningModule whose ``forward`` takes a dict
+            or extra inputs (a YAML config names a module-level function by its import path).
         prefix: prefix of every logged name.
+
+    The model runs in the Trainer's precision: under ``bf16-true``, ``16-true`` and ``64-true`` the
+    probe images are cast to the model's dtype, under the mixed precisions its autocast is on; the maps
+    are float32 either way. ``setup`` runs one probe sample through the model the same way, so a model
+    the audit cannot run fails before training starts.
 
     >>> from cam_audit.synthetic import make_scenes
     >>> CamAudit(make_scenes(8).to_probe(), target_layer="features", every_n_epochs=2).every_n_epochs
@@ -90,6 +99,8 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         max_images: int = 16,
         write_reports: bool = True,
         reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        task: Literal["multiclass", "multilabel", "binary"] | None = None,
+        forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
         prefix: str = "cam_audit",
     ) -> None:
         super().__init__()
@@ -109,6 +120,8 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.max_images = max_images
         self.write_reports = write_reports
         self.reshape_transform = reshape_transform
+        self.task = task
+        self.forward = forward
         self.prefix = prefix
         # hashed once: Lightning reads state_key around every hook call, for every batch
         self.probe_fingerprint = self.probe.fingerprint()
@@ -171,6 +184,9 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
             target_layer=self.target_layer,
             method=self.method,
             reshape_transform=self.reshape_transform,
+            task=self.task,
+            forward=self.forward,
+            forward_context=forward_context(trainer),
         )
         return AuditRun(
             engine,
@@ -181,7 +197,6 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
             fill=self.fill,
             device=pl_module.device,
             collectives=LightningCollectives(trainer),
-            forward_context=forward_context(trainer),
             probe_fingerprint=self.probe_fingerprint,
         )
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from cam_audit.cam.tasks import check_task
 from cam_audit.errors import CamAuditError, check_choice, check_positive_int
 from cam_audit.probe import ProbeSet
 from cam_audit.probe.sources import ProbeSource
@@ -52,6 +53,11 @@ def check_arguments(arguments: dict[str, Any]) -> None:
         check_choice(name, arguments[name], choices)
     if not callable(arguments["fill"]):
         check_choice("fill", arguments["fill"], ("blur", "mean"))
+    check_task(arguments["task"])
+    if arguments["forward"] is not None and not callable(arguments["forward"]):
+        raise CamAuditError(
+            f"forward must be a callable (model, images) -> logits, got {type(arguments['forward']).__name__}"
+        )
     if arguments["max_images"] < 0:
         raise CamAuditError(f"max_images must be >= 0, got {arguments['max_images']}")
 

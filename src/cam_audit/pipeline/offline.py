@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from cam_audit.cam import CamEngine
+from cam_audit.cam import CamEngine, Forward, Task
 from cam_audit.counterfactual import Fill
 from cam_audit.errors import CamAuditError, check_choice, check_positive_int
 from cam_audit.pipeline.run import AuditRun
@@ -26,6 +26,8 @@ def audit(
     policy: ShortcutPolicy | None = None,
     counterfactual: bool = True,
     *,
+    task: Task | None = None,
+    forward: Forward | None = None,
     fill: Fill = "blur",
     pointing_tolerance: int = 0,
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
@@ -38,7 +40,8 @@ def audit(
     the RNG state are untouched (see :class:`~cam_audit.cam.CamEngine`).
 
     Args:
-        model: an image classifier ``images [N,3,H,W] -> logits [N,K]``.
+        model: an image classifier ``images [N,C,H,W] -> logits [N,K]`` (``[N,1]`` or ``[N]`` for one
+            logit), in any floating dtype (the images are cast to it; the maps are float32).
         probe: the probe set with object (and optionally spurious) regions.
         target_layer: dotted name, module, or None for the last layer with a spatial output.
         method: ``"gradcam++"`` (default) or ``"gradcam"``.
@@ -46,6 +49,13 @@ def audit(
         batch_size: samples per forward pass.
         policy: thresholds for the verdict (default :class:`~cam_audit.report.ShortcutPolicy`).
         counterfactual: run the fill and paste tests on samples with spurious regions.
+        task: how the logits are read: ``"multiclass"`` (softmax), ``"multilabel"`` (one sigmoid per
+            class: the map explains the sample's label, correct when its sigmoid is above 0.5) or
+            ``"binary"`` (one logit ``z``: label 1 explains ``+z``, label 0 ``-z``, predicted 1 when
+            ``z > 0``); ``None``: binary for a model with one output, else multiclass. The report's
+            ``meta["task"]`` records the task used.
+        forward: ``forward(model, images) -> logits`` for a model that takes a dict or extra inputs,
+            e.g. ``lambda model, images: model({"image": images})``.
         fill: ``"blur"``, ``"mean"`` or a callable ``(images, regions) -> images`` (the callback takes
             the same).
         pointing_tolerance: pixels of slack for the pointing game.
@@ -59,7 +69,8 @@ def audit(
         ``counterfactual_seconds`` (the fill and paste forwards).
 
     Raises:
-        CamAuditError: a bad argument, probe, layer or model output, named with the fix.
+        CamAuditError: a bad argument, probe, layer, task or model output, named with the fix (one probe
+            sample is run through the model first, so these fail before the whole probe is scored).
     """
     if not isinstance(probe, ProbeSet):
         raise CamAuditError(
@@ -69,7 +80,14 @@ def audit(
     check_choice("method", method, ("gradcam++", "gradcam"))
     check_choice("target", target, ("label", "predicted"))
     check_positive_int("batch_size", batch_size)
-    engine = CamEngine(model, target_layer=target_layer, method=method, reshape_transform=reshape_transform)
+    engine = CamEngine(
+        model,
+        target_layer=target_layer,
+        method=method,
+        reshape_transform=reshape_transform,
+        task=task,
+        forward=forward,
+    )
     run = AuditRun(
         engine,
         probe,
@@ -82,6 +100,7 @@ def audit(
         device=device,
         on_batch=on_batch,
     )
+    run.check_model()
     return run()
 
 

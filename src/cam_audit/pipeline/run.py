@@ -2,7 +2,8 @@
 
 :func:`~cam_audit.pipeline.audit` and the Lightning callback both build an :class:`AuditRun` and call it;
 they differ only in the :class:`~cam_audit.pipeline.collectives.Collectives` they pass (one process, or
-the Trainer's processes), the forward context (the Trainer's precision) and the ``meta`` they add.
+the Trainer's processes), the engine they build (the callback's runs the model in the Trainer's
+precision) and the ``meta`` they add.
 
 1. **score**: each process scores its whole batches of the probe (maps, focus, spurious mass, the fill
    test), then the per-sample rows of every process are gathered.
@@ -16,14 +17,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import torch
 
-from cam_audit.cam import CamEngine
+from cam_audit.cam import CamEngine, tasks
 from cam_audit.counterfactual import Fill
 from cam_audit.errors import CamAuditError
 from cam_audit.pipeline import scoring
@@ -47,8 +47,6 @@ class AuditRun:
         pointing_tolerance: pixels of slack for the pointing game.
         device: where to run (default: the model's device).
         collectives: the processes auditing together (default: this one alone).
-        forward_context: a new context manager for each stretch of forward passes (e.g. the Trainer's
-            precision); default none.
         on_batch: called with ``(batch, maps, rows)`` after each scored batch.
         probe_fingerprint: the probe's hash when already known (hashing a large probe takes time).
 
@@ -73,7 +71,6 @@ class AuditRun:
         pointing_tolerance: int = 0,
         device: torch.device | str | None = None,
         collectives: Collectives | None = None,
-        forward_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
         on_batch: OnBatch | None = None,
         probe_fingerprint: str | None = None,
     ) -> None:
@@ -87,7 +84,6 @@ class AuditRun:
         self.pointing_tolerance = pointing_tolerance
         self.device = torch.device(device) if device is not None else model_device(engine.model)
         self.collectives = collectives if collectives is not None else LocalCollectives()
-        self.forward_context = forward_context
         self.on_batch = on_batch
         self.probe_fingerprint = probe_fingerprint or probe.fingerprint()
         self.class_names = probe.class_names()
@@ -101,15 +97,30 @@ class AuditRun:
         return self
 
     def check_model(self) -> None:
-        """One probe sample through the engine: a bad layer, or logits that cannot cover every probe
-        label, fail now rather than after an epoch of training."""
+        """One probe sample through the engine, as the audit runs it (dtype, forward, precision): a bad
+        layer, a wrong task, or logits that cannot cover every probe label fail now rather than after an
+        epoch of training (nothing runs for an empty probe)."""
+        if len(self.probe) == 0:
+            return
         batch = next(iter(self.probe.batches(1))).to(self.device)
-        logits = self.engine(batch.images, batch.labels).logits
-        if logits.ndim != 2 or logits.shape[1] < len(self.class_names):
+        try:
+            logits = self.engine(batch.images, batch.labels).logits
+        except CamAuditError:
+            raise
+        except Exception as error:  # the user's model failed on a probe image: say how it was called
             raise CamAuditError(
-                f"the model returns logits of shape {tuple(logits.shape)} but the probe has "
+                f"{type(self.engine.model).__name__} failed on probe sample {batch.sample_ids[0]!r} (images "
+                f"{tuple(batch.images.shape)}, cast to the model's dtype) with {type(error).__name__}: "
+                f"{error}; if its forward takes a dict or extra inputs, pass forward=(model, images) -> "
+                "logits, and check that the probe images have the channels and size the model expects"
+            ) from error
+        task = self.engine.task
+        if tasks.num_classes(task, logits.shape[1]) < len(self.class_names):
+            expected = "one logit for classes 0 and 1" if task == "binary" else "[N, num_classes] logits"
+            raise CamAuditError(
+                f"the model returns logits of shape {tuple(logits.shape)} (task {task!r}) but the probe has "
                 f"{len(self.class_names)} classes ({', '.join(self.class_names)}); the model must return "
-                "[N, num_classes] logits covering every probe label"
+                f"{expected} covering every probe label"
             )
 
     def __call__(
@@ -137,21 +148,20 @@ class AuditRun:
         """Step 1: score this process's samples; returns every process's rows."""
 
         def work() -> pd.DataFrame:
-            with self.forward_context():
-                return scoring.score_probe(
-                    self.engine,
-                    self.probe,
-                    self.scores,
-                    indices=indices,
-                    batch_size=self.batch_size,
-                    target=self.target,
-                    counterfactual=self.counterfactual,
-                    fill=self.fill,
-                    pointing_tolerance=self.pointing_tolerance,
-                    device=self.device,
-                    on_batch=self.on_batch,
-                    timings=self.timings,
-                )
+            return scoring.score_probe(
+                self.engine,
+                self.probe,
+                self.scores,
+                indices=indices,
+                batch_size=self.batch_size,
+                target=self.target,
+                counterfactual=self.counterfactual,
+                fill=self.fill,
+                pointing_tolerance=self.pointing_tolerance,
+                device=self.device,
+                on_batch=self.on_batch,
+                timings=self.timings,
+            )
 
         mine = self.collectives.run_step("scoring its slice of the probe", work)
         return pd.concat(self.collectives.gather(mine), ignore_index=True)
@@ -161,19 +171,18 @@ class AuditRun:
         returns ``samples`` with every process's ``cf_paste``."""
 
         def work() -> dict[int, float]:
-            with self.forward_context():
-                return scoring.score_pastes(
-                    self.engine,
-                    self.probe,
-                    self.scores,
-                    samples,
-                    indices=indices,
-                    counterfactual=self.counterfactual,
-                    batch_size=self.batch_size,
-                    fill=self.fill,
-                    device=self.device,
-                    timings=self.timings,
-                )
+            return scoring.score_pastes(
+                self.engine,
+                self.probe,
+                self.scores,
+                samples,
+                indices=indices,
+                counterfactual=self.counterfactual,
+                batch_size=self.batch_size,
+                fill=self.fill,
+                device=self.device,
+                timings=self.timings,
+            )
 
         mine = self.collectives.run_step("pasting its cues into other samples", work)
         pastes = {k: v for part in self.collectives.gather(mine) for k, v in part.items()}
@@ -199,12 +208,14 @@ class AuditRun:
         return AuditReport(summary, samples, per_class, verdict, self.policy, dict(meta or {}))
 
     def meta(self, best_focus_lift: float | None = None) -> dict[str, Any]:
-        """What every report records about how it was made: layer, method, fingerprints, cost, versions."""
+        """What every report records about how it was made: layer, method, task, fingerprints, cost,
+        versions."""
         model = self.engine.model
         return {
             "target_layer": self.engine.layer_name,
             "method": self.engine.method,
             "target": self.target,
+            "task": self.engine.task,
             "probe_fingerprint": self.probe_fingerprint,
             "model_fingerprint": model_fingerprint(model),
             "model_class": type(model).__name__,

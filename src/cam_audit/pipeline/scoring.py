@@ -17,8 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from cam_audit.cam import CamEngine
-from cam_audit.cam.isolation import eval_mode_untouched
+from cam_audit.cam import CamEngine, tasks
 from cam_audit.counterfactual import Fill, fill_scores, paste_moves, paste_partners
 from cam_audit.keys import REDUCED_COLUMNS, SCORES
 from cam_audit.metrics import MeanScore
@@ -108,8 +107,7 @@ def score_batch(
     regions = batch.regions.to(maps.device)
     spurious = batch.spurious.to(maps.device)
     has_spurious = batch.has_spurious.to(maps.device)
-    probs = result.logits.float().softmax(dim=1)
-    prediction = probs.argmax(dim=1)
+    prediction = tasks.predictions(result.logits, result.task).to(maps.device)
     labels = batch.labels.to(maps.device)
     nan = torch.full_like(prediction, float("nan"), dtype=torch.float32)
 
@@ -120,8 +118,8 @@ def score_batch(
     rows = {
         "target": result.targets,
         "prediction": prediction,
-        "confidence": probs.gather(1, result.targets[:, None].to(probs.device)).squeeze(1),
-        "correct": (prediction == labels).float(),
+        "confidence": tasks.confidence(result.logits, result.targets, result.task).to(maps.device),
+        "correct": tasks.decides_for(result.logits, labels, result.task).float().to(maps.device),
         "area": area,
         "focus": focus,
         "focus_lift": focus / area,
@@ -133,14 +131,10 @@ def score_batch(
         "has_spurious": has_spurious.float(),
     }
     if counterfactual:
-        model = engine.model
         images = batch.images.to(maps.device)
-        with (
-            stopwatch(timings, "counterfactual", images.device),
-            torch.inference_mode(),
-            eval_mode_untouched(model, images.device),
-        ):
-            rows.update(fill_scores(model, images, spurious, result.targets, result.logits, fill))
+        with stopwatch(timings, "counterfactual", images.device), torch.inference_mode():
+            targets, logits = result.targets, result.logits
+            rows.update(fill_scores(engine.predict, images, spurious, targets, logits, fill, result.task))
     else:
         rows.update({"cf_flip": nan, "cf_confidence_drop": nan})
     return rows, maps
@@ -231,7 +225,8 @@ def score_pastes(
     ``scored`` (every process's rows under DDP) in probe order, so they do not depend on the batch size or
     on the split across processes. Every sample at ``indices`` is added to ``scores`` once: 1.0 where
     the pasted cue moved its partner to the sample's class, 0.0 where it did not, NaN where the sample
-    has no cue or no partner (or ``counterfactual`` is off).
+    has no cue or no partner (or ``counterfactual`` is off) and where a multi-label partner had the
+    class on already (see :func:`~cam_audit.counterfactual.paste_moves`).
 
     Args:
         scored: per-sample rows with ``index``, ``label``, ``prediction`` and ``has_spurious``.
@@ -253,24 +248,20 @@ def score_pastes(
         ).tolist()
         partner_of = {int(positions[r]): int(positions[p]) for r, p in enumerate(partner_rows) if p >= 0}
         sources = [position for position in values if position in partner_of]
-        model = engine.model
         for start in range(0, len(sources), batch_size):
             chunk = sources[start : start + batch_size]
             source = next(probe.batches(len(chunk), indices=chunk)).to(device)
             partner = next(probe.batches(len(chunk), [partner_of[p] for p in chunk])).to(device)
-            with (
-                stopwatch(timings, "counterfactual", device),
-                torch.inference_mode(),
-                eval_mode_untouched(model, device),
-            ):
+            with stopwatch(timings, "counterfactual", device), torch.inference_mode():
                 moved = paste_moves(
-                    model,
+                    engine.predict,
                     source.images,
                     source.spurious,
                     source.labels,
                     partner.images,
                     partner.spurious,
                     fill,
+                    engine.task,
                 )
             values.update(zip(chunk, moved.tolist(), strict=True))
     labels = [probe.samples[position].label for position in values]

@@ -34,7 +34,7 @@ SUMMARY_ORDER = tuple(dict.fromkeys((*HEADLINE_KEYS, *SUMMARY_KEYS)))
 Overlays = Mapping[int, Union[bytes, str, "os.PathLike[str]"]]
 
 #: Report meta data shown in the header, in this order, when present.
-META_KEYS = ("model_class", "checkpoint", "epoch", "global_step", "target_layer", "method", "target",
+META_KEYS = ("model_class", "checkpoint", "epoch", "global_step", "target_layer", "method", "target", "task",
              "model_fingerprint", "probe_fingerprint", "seconds")
 
 _STYLE = """

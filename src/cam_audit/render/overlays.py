@@ -65,7 +65,7 @@ def overlay(
     """Blend heatmaps onto images and draw the region outlines.
 
     Args:
-        images: float [N, 3, H, W] in [0, 1].
+        images: float [N, 3, H, W] (or [N, 1, H, W], grey) in [0, 1].
         maps: float [N, H, W] >= 0, raw.
         regions: bool [N, H, W] object regions, outlined in green.
         spurious: bool [N, H, W] spurious regions, outlined in magenta.
@@ -110,7 +110,8 @@ def overlay_grid(
         float tensor [3, H', W'] in [0, 1].
     """
     blended = overlay(images, maps, regions, spurious)
-    pairs = torch.cat([images.float().clamp(0, 1), blended], dim=3)
+    shown = images.float().clamp(0, 1).expand(-1, 3, -1, -1)  # a one-channel image is shown in grey
+    pairs = torch.cat([shown, blended], dim=3)
     if scale > 1:
         pairs = nnf.interpolate(pairs, scale_factor=scale, mode="nearest")
     if captions is not None:
