@@ -183,6 +183,25 @@ def test_numpy_and_tensor_integer_labels_are_python_ints(images):
         ProbeSet.from_tensors(images[:2], np.array([0, 2]), classes=["a", "b"])
 
 
+def test_one_channel_images_give_one_channel_items_batches_and_regions():
+    images = torch.rand(4, 1, 6, 8, generator=torch.Generator().manual_seed(1))
+    probe = ProbeSet.from_tensors(
+        images, [0, 1, 0, 1], boxes=torch.tensor([[1.0, 2.0, 5.0, 4.0]]).repeat(4, 1)
+    )
+    image, target = probe[3]
+    assert image.shape == (1, 6, 8) and torch.equal(image, images[3]) and target["image_id"] == 3
+    batch = next(probe.batches(4))
+    assert torch.equal(batch.images, images) and batch.regions.shape == (4, 6, 8)
+    assert batch.regions[0].sum() == 8 and batch.regions[0, 2:4, 1:5].all()
+    gray = ProbeSet.from_tensors((images * 255).to(torch.uint8), [0, 1, 0, 1])
+    assert gray[0][0].shape == (1, 6, 8) and gray[0][0].max() <= 1.0
+    colour = ProbeSet.from_tensors(torch.rand(1, 3, 6, 8), [0])
+    with pytest.raises(
+        CamAuditError, match=r"samples '0' \(1 channels\) and '0' \(3 channels\) cannot share"
+    ):
+        next(ProbeSet(probe.samples[:1] + colour.samples).batches(2))
+
+
 def test_probe_copies_its_inputs(images):
     probe = ProbeSet.from_tensors(images, [0] * 6)
     before = probe.fingerprint()
@@ -325,3 +344,10 @@ def test_fingerprint_changes_with_labels_regions_and_pixels(images):
     changed[2, 0, 0, 0] += 0.5
     assert base != ProbeSet.from_tensors(changed, [0] * 6, boxes=one_box_each(6)).fingerprint()
     assert len(base) == 16
+
+
+def test_class_names_are_the_classes_or_the_indices_as_text() -> None:
+    images = torch.rand(3, 3, 4, 4)
+    assert ProbeSet.from_tensors(images, [0, 2, 0]).class_names() == ["0", "1", "2"]
+    named = ProbeSet.from_tensors(images, [0, 1, 0], classes=["cat", "dog", "fox"])
+    assert named.class_names() == ["cat", "dog", "fox"]
