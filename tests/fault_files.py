@@ -248,3 +248,126 @@ def put(section: str, index: int, **fields: Any) -> Callable[[dict[str, Any]], A
 def rle(height: int, width: int) -> dict[str, Any]:
     encoded = coco_mask.encode(np.asfortranarray(np.ones((height, width), dtype=np.uint8)))
     return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
+
+
+# --- several classes in one image; one-channel images ---------------------------------------------------
+
+CAT_BOXES = [[2.0, 3.0, 8.0, 7.0], [20.0, 10.0, 25.0, 14.0]]  # annotations 1 and 2 of coco_data()
+WATERMARK_BOX = [[0.0, 40.0, 10.0, 48.0]]
+
+
+def coco_cat_and_dog(tmp: Path) -> Any:
+    """'one.png' gets a dog next to its two cats: two samples, each its class's boxes and the watermark."""
+    dog = {"id": 5, "image_id": 7, "category_id": 5, "bbox": [30, 20, 12, 9]}
+    probe = coco(tmp, lambda data: data["annotations"].append(dog))
+    got = [_sample_view(probe, i) for i in range(2)]
+    want = [
+        ("one.png#cat", 0, 7, _region(CAT_BOXES), _region(WATERMARK_BOX)),
+        ("one.png#dog", 1, 7, _region([[30.0, 20.0, 42.0, 29.0]]), _region(WATERMARK_BOX)),
+    ]
+    return got, want
+
+
+def csv_two_labels(tmp: Path) -> Any:
+    """Object rows of two labels and a spurious row: two samples sharing the image and the spurious box."""
+    probe = images_and_csv(
+        tmp, ["images/a.png,0,,0,0,4,4,", "images/a.png,1,,4,4,8,8,", "images/a.png,,spurious,60,0,64,4,"]
+    )
+    got = [_sample_view(probe, i) for i in range(len(probe))]
+    spurious = _region([[60.0, 0.0, 64.0, 4.0]])
+    want = [
+        ("images/a.png#0", 0, "images/a.png", _region([[0.0, 0.0, 4.0, 4.0]]), spurious),
+        ("images/a.png#1", 1, "images/a.png", _region([[4.0, 4.0, 8.0, 8.0]]), spurious),
+    ]
+    return got, want
+
+
+def _sample_view(probe: ProbeSet, index: int) -> tuple[Any, ...]:
+    """What a test compares of a sample: id, label, image id and its regions as boolean pixel lists."""
+    _, target = probe[index]
+    batch = next(probe.batches(1, [index]))
+    return (
+        target["sample_id"],
+        target["label"],
+        target["image_id"],
+        batch.regions[0].tolist(),
+        batch.spurious[0].tolist(),
+    )
+
+
+def _region(boxes: list[list[float]]) -> list[list[bool]]:
+    """Independent reference: the pixels whose centre lies in one of ``boxes`` (xyxy), as nested lists."""
+    rows, cols = np.mgrid[:H, :W] + 0.5
+    inside = np.zeros((H, W), dtype=bool)
+    for x_min, y_min, x_max, y_max in boxes:
+        inside |= (cols >= x_min) & (cols < x_max) & (rows >= y_min) & (rows < y_max)
+    return inside.tolist()
+
+
+def mask_dir_image_twice(tmp: Path) -> Any:
+    rgb_image(tmp / "images" / "a.png")
+    png(tmp / "masks" / "a.png", OBJECT.astype(np.uint8))
+    labels = csv(tmp, ["a.png,0", "a.png,1"], header="image,label\n")
+    return ProbeSet.from_mask_dir(tmp / "images", tmp / "masks", labels)
+
+
+def id_collision(tmp: Path) -> Any:
+    """An image file named like the '#1' sample of another image of two classes."""
+    png(tmp / "images" / "a.png#1", COLOUR8[..., :3])
+    return images_and_csv(
+        tmp, ["images/a.png,0,,0,0,4,4,", "images/a.png,1,,4,4,8,8,", "images/a.png#1,0,,0,0,4,4,"]
+    )
+
+
+def luminance(rgb: np.ndarray, maximum: int) -> torch.Tensor:
+    """Independent reference: float ``[1, H, W]`` = (0.299 R + 0.587 G + 0.114 B) / maximum, in float64."""
+    weighted = 0.299 * rgb[..., 0].astype(np.float64) + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return torch.from_numpy(weighted / maximum)[None]
+
+
+def one_channel_case(values: np.ndarray, want: torch.Tensor, channels: int | None = 1) -> Callable[..., Any]:
+    """Write ``images/a.png`` of ``values``; compare the image read with ``channels`` to ``want``."""
+
+    def run(tmp: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        png(tmp / "images" / "a.png", values)
+        probe = ProbeSet.from_csv(csv(tmp, ["images/a.png,0,,0,0,4,4,"]), channels=channels)
+        return probe[0][0].as_subclass(torch.Tensor), want
+
+    return run
+
+
+def sources_with_one_channel(tmp: Path) -> Any:
+    """Each ``ProbeSource`` given ``channels=1`` loads images ``[1, H, W]``."""
+    from cam_audit.probe.sources import CocoProbe, CsvProbe, MaskDirProbe
+
+    coco(tmp)
+    shapes = [CocoProbe(tmp / "instances.json", tmp, channels=1).load()[0][0].shape]
+    png(tmp / "masks" / "a.png", OBJECT.astype(np.uint8))
+    mask_via_dir(tmp, "a.png")  # writes images/a.png and probe.csv (image,label)
+    mask_dir = MaskDirProbe(tmp / "images", tmp / "masks", tmp / "probe.csv", channels=1)
+    shapes.append(mask_dir.load()[0][0].shape)
+    shapes.append(CsvProbe(csv(tmp, ["images/a.png,0,,0,0,4,4,"]), channels=1).load()[0][0].shape)
+    return [tuple(shape) for shape in shapes], [(1, H, W)] * 3
+
+
+def numpy_labels(tmp: Path) -> Any:
+    """Labels as numpy integers, an integer numpy array and 0-d tensors give the same Python ints."""
+    images = torch.rand(3, 3, 4, 4)
+    given = (
+        [np.int64(0), np.int32(2), np.uint8(1)],
+        np.array([0, 2, 1], dtype=np.int16),
+        [torch.tensor(0), torch.tensor(2), torch.tensor(1)],
+    )
+    got = []
+    for labels in given:
+        probe = ProbeSet.from_tensors(images, labels, classes=["a", "b", "c"])
+        got.append([(type(probe[i][1]["label"]), probe[i][1]["label"]) for i in range(3)])
+    return got, [[(int, 0), (int, 2), (int, 1)]] * 3
+
+
+def one_channel_tensors(tmp: Path) -> Any:
+    """``from_tensors`` of ``[N, 1, H, W]``: items ``[1, H, W]``, batches ``[B, 1, H, W]``, pixels kept."""
+    images = torch.rand(3, 1, 6, 8, generator=torch.Generator().manual_seed(0))
+    probe = ProbeSet.from_tensors(images, [0, 1, 0], boxes=torch.tensor([[1.0, 1.0, 4.0, 3.0]]).repeat(3, 1))
+    batch = next(probe.batches(3))
+    return (probe[1][0].as_subclass(torch.Tensor), batch.images), (images[1], images)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,10 @@ from PIL import Image
 
 from cam_audit.errors import ProbeError
 from cam_audit.probe import ProbeSet
+from cam_audit.probe.sources import CsvProbe
+from cam_audit.regions import boxes_to_mask
+from fault_files import COLOUR16, GRAY16, HALO, OBJECT, mask_via_dir, png, unit
+from fault_files import csv as manifest
 
 HEADER = "image,label,role,x_min,y_min,x_max,y_max,mask\n"
 
@@ -123,10 +129,65 @@ def test_csv_label_index_out_of_range_names_the_row(probe_dir):
         ProbeSet.from_csv(csv, classes=["cat", "dog"])
 
 
-def test_csv_conflicting_labels_of_one_image(probe_dir):
-    csv = write_csv(probe_dir / "probe.csv", ["images/a.png,0,,0,0,4,4,", "images/a.png,1,,4,4,8,8,"])
-    with pytest.raises(ProbeError, match=r"image 'images/a.png' .* exactly one label"):
-        ProbeSet.from_csv(csv)
+def test_csv_rows_of_one_image_with_two_labels_give_a_sample_per_class(probe_dir):
+    cat_mask = np.zeros((12, 16), dtype=bool)
+    cat_mask[6:11, 1:4] = True
+    write_mask(probe_dir / "masks" / "cat.png", cat_mask)
+    rows = [
+        "images/a.png,dog,object,8,0,12,5,",
+        "images/a.png,cat,,1,1,4,3,",
+        "images/a.png,cat,,,,,,masks/cat.png",
+        "images/a.png,,spurious,12,8,16,12,",
+        "images/a.png,dog,spurious,0,11,2,12,",  # a labelled spurious row also goes to every sample
+        "images/b.png,dog,,0,0,4,4,",
+    ]
+    probe = ProbeSet.from_csv(write_csv(probe_dir / "probe.csv", rows))
+    assert probe.sample_ids == ["images/a.png#cat", "images/a.png#dog", "images/b.png"]
+    assert probe.labels.tolist() == [0, 1, 1] and probe.classes == ["cat", "dog"]
+    assert [probe[i][1]["image_id"] for i in range(3)] == ["images/a.png", "images/a.png", "images/b.png"]
+    batch = next(probe.batches(3))
+    cat = boxes_to_mask(torch.tensor([[1.0, 1.0, 4.0, 3.0]]), (12, 16)) | torch.from_numpy(cat_mask)
+    dog = boxes_to_mask(torch.tensor([[8.0, 0.0, 12.0, 5.0]]), (12, 16))
+    spurious = boxes_to_mask(torch.tensor([[12.0, 8.0, 16.0, 12.0], [0.0, 11.0, 2.0, 12.0]]), (12, 16))
+    assert torch.equal(batch.regions[0], cat) and torch.equal(batch.regions[1], dog)
+    assert torch.equal(batch.spurious[0], spurious) and torch.equal(batch.spurious[1], spurious)
+    assert batch.has_spurious.tolist() == [True, True, False]
+    assert torch.equal(batch.images[0], batch.images[1])  # one image, two samples
+    single = ProbeSet.from_csv(write_csv(probe_dir / "single.csv", rows[5:]))
+    assert single.sample_ids == ["images/b.png"] and single[0][1]["image_id"] == "images/b.png"
+
+
+def test_csv_fingerprint_changes_only_for_images_of_several_classes(probe_dir):
+    write_image(probe_dir / "images" / "copy.png", seed=1)  # the bytes of a.png under another name
+    rows = ["images/a.png,0,,0,0,4,4,", "images/b.png,1,,4,4,8,8,"]
+    single = ProbeSet.from_csv(write_csv(probe_dir / "single.csv", rows))
+    assert single.fingerprint() == old_fingerprint(single)  # reports of such probes stay comparable
+    one_image = ProbeSet.from_csv(
+        write_csv(probe_dir / "one.csv", ["images/a.png,0,,0,0,4,4,", "images/a.png,1,,4,4,8,8,"])
+    )
+    two_images = ProbeSet.from_csv(
+        write_csv(probe_dir / "two.csv", ["images/a.png,0,,0,0,4,4,", "images/copy.png,1,,4,4,8,8,"])
+    )
+    assert old_fingerprint(one_image) == old_fingerprint(two_images)  # same labels, regions and bytes...
+    assert one_image.fingerprint() != two_images.fingerprint()  # ...but one image shows both classes
+    assert one_image.fingerprint() != old_fingerprint(one_image)
+
+
+def old_fingerprint(probe: ProbeSet) -> str:
+    """The fingerprint as it was before images of several classes: labels, sizes, regions, image bytes."""
+    digest = hashlib.sha256()
+    digest.update(repr(probe.classes).encode())
+    for sample in probe.samples:
+        digest.update(f"|{sample.label}|{sample.size}|".encode())
+        for key in ("boxes", "masks", "spurious_boxes", "spurious_masks"):
+            value = getattr(sample, key)
+            digest.update(key.encode())
+            if value is not None:
+                digest.update(repr(tuple(value.shape)).encode())
+                digest.update(value.detach().cpu().contiguous().numpy())
+        assert isinstance(sample.image, Path)
+        digest.update(sample.image.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def test_csv_unknown_role_names_the_row(probe_dir):
@@ -203,3 +264,54 @@ def test_mask_dir_mask_of_wrong_size(probe_dir):
     labels = write_csv(probe_dir / "labels.csv", ["a.png,0"], header="image,label\n")
     with pytest.raises(ProbeError, match=r"row 1 of .*\(mask a.png\): mask of shape \(1, 12, 15\)"):
         ProbeSet.from_mask_dir(probe_dir / "images", probe_dir / "masks", labels)
+
+
+def test_the_sixteen_bit_image_keeps_its_mean(tmp_path: Path) -> None:
+    png(tmp_path / "images" / "a.png", GRAY16)
+    image = ProbeSet.from_csv(manifest(tmp_path, ["images/a.png,0,,0,0,4,4,"]))[0][0]
+    assert abs(float(image.mean()) - float(GRAY16.mean()) / 65535) < 1e-3
+    assert abs(float(GRAY16.mean()) / 65535 - 0.47) < 0.01
+
+
+def test_sixteen_bit_pngs_without_the_torchvision_decoder_are_read_by_pillow(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision.io", None)  # as in a torchvision without image decoders
+    png(tmp_path / "images" / "a.png", GRAY16)
+    png(tmp_path / "images" / "b.png", COLOUR16[..., :3])
+    probe = ProbeSet.from_csv(manifest(tmp_path, ["images/a.png,0,,0,0,4,4,", "images/b.png,0,,0,0,4,4,"]))
+    gray, colour = probe[0][0], probe[1][0]
+    torch.testing.assert_close(gray, unit(GRAY16, 65535), atol=1e-6, rtol=0, check_dtype=False)  # exact
+    torch.testing.assert_close(colour, unit(COLOUR16, 65535), atol=1 / 255, rtol=0, check_dtype=False)
+    halo = (OBJECT * 65535 + HALO * 300).astype(np.uint16)  # 300 keeps a non-zero high byte
+    png(tmp_path / "masks" / "a.png", np.dstack([halo] * 3))
+    assert torch.equal(mask_via_dir(tmp_path, "a.png"), torch.from_numpy(OBJECT))  # still at half range
+
+
+def test_one_channel_of_a_colour_file_is_its_luminance_as_pillow_computes_it(probe_dir):
+    pixels = write_image(probe_dir / "images" / "c.png", seed=4)
+    csv = write_csv(probe_dir / "probe.csv", ["images/c.png,0,,0,0,4,4,"])
+    image = ProbeSet.from_csv(csv, channels=1)[0][0]
+    pillow = np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.float64) / 255  # rounded to 8 bits
+    assert image.shape == (1, 12, 16) and image.dtype == torch.float32
+    assert np.abs(image[0].numpy() - pillow).max() <= 0.5 / 255 + 1e-6
+    assert torch.equal(ProbeSet.from_csv(csv, channels=3)[0][0], ProbeSet.from_csv(csv)[0][0])
+    assert ProbeSet.from_csv(csv, channels=1).fingerprint() != ProbeSet.from_csv(csv).fingerprint()
+    with pytest.raises(ProbeError, match=r"channels must be None .* got True"):
+        CsvProbe(csv, channels=True)
+
+
+def test_mask_dir_lists_each_image_once_and_reads_grayscale(probe_dir):
+    write_mask(probe_dir / "masks" / "a.png", np.ones((12, 16), dtype=bool))
+    labels = write_csv(probe_dir / "labels.csv", ["a.png,cat", "b.png,dog"], header="image,label\n")
+    probe = ProbeSet.from_mask_dir(probe_dir / "images", probe_dir / "masks", labels, channels=1)
+    assert probe.sample_ids == ["a.png", "b.png"] and [probe[i][1]["image_id"] for i in range(2)] == [
+        "a.png",
+        "b.png",
+    ]
+    assert probe[1][0].shape == (1, 12, 16)
+    twice = write_csv(
+        probe_dir / "twice.csv", ["a.png,cat", "b.png,dog", "a.png,dog"], header="image,label\n"
+    )
+    with pytest.raises(
+        ProbeError, match=r"row 3 of .*: image 'a.png' is already listed in row 1; .*from_csv"
+    ):
+        ProbeSet.from_mask_dir(probe_dir / "images", probe_dir / "masks", twice)

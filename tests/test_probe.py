@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -104,9 +105,43 @@ def test_integer_images_other_than_uint8_are_rejected():
         ProbeSet.from_tensors(torch.zeros(2, 3, 4, 4, dtype=torch.long), [0, 1])
 
 
-def test_images_without_three_channels_are_rejected():
-    with pytest.raises(ProbeError, match=r"\[N, 3, H, W\]"):
-        ProbeSet.from_tensors(torch.zeros(2, 1, 4, 4), [0, 1])
+def test_images_of_neither_three_channels_nor_one_are_rejected():
+    with pytest.raises(
+        ProbeError, match=r"\[N, 3, H, W\] \(colour\) or \[N, 1, H, W\] \(grayscale\), got \(2, 4, 4, 3\)"
+    ):
+        ProbeSet.from_tensors(torch.zeros(2, 4, 4, 3), [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([0, True, 1, 0, 0, 0], r"sample 1: label True is not an int"),
+        ([0, 1, np.bool_(True), 0, 0, 0], r"sample 2: label np.True_ is not an int"),
+        ([0, 1.0, 1, 0, 0, 0], r"sample 1: label 1.0 is not an int"),
+        (["0", 1, 1, 0, 0, 0], r"sample 0: label '0' is not an int"),
+        ([0, 1, torch.tensor(1.0), 0, 0, 0], r"sample 2: label tensor\(1.\) is not an int"),
+        (np.zeros(6), r"labels must be integers .* got dtype float64"),
+        (np.zeros((6, 1), dtype=np.int64), r"labels must have shape \[N\], got \(6, 1\)"),
+        (np.zeros(5, dtype=np.int64), r"got 5 labels for 6 images"),
+        (np.array([0, 1, 2, -1, 0, 0]), r"sample 3: label -1 is negative"),
+        (3, r"labels must be an integer tensor \[N\], a numpy array \[N\] or a list of N ints, got int"),
+    ],
+    ids=[
+        "bool",
+        "numpy-bool",
+        "float",
+        "text",
+        "float-tensor",
+        "float-array",
+        "2d-array",
+        "length",
+        "negative",
+        "int",
+    ],
+)
+def test_labels_that_are_not_class_indices_are_rejected(images, labels, message):
+    with pytest.raises(ProbeError, match=message):
+        ProbeSet.from_tensors(images, labels)
 
 
 def test_probe_errors_are_value_errors(images):
@@ -136,6 +171,35 @@ def test_item_carries_tv_tensors_and_the_sample_id(images):
     assert isinstance(target["masks"], tv_tensors.Mask) and target["masks"].shape == (1, 10, 12)
     assert target["label"] == 2 and target["sample_id"] == "2"
     assert "spurious_boxes" not in target and "spurious_masks" not in target
+
+
+def test_numpy_and_tensor_integer_labels_are_python_ints(images):
+    given = [np.int64(0), np.int32(2), np.uint8(1), torch.tensor(2), np.array(1), 0]
+    for labels in (given, np.array([0, 2, 1, 2, 1, 0]), torch.tensor([0, 2, 1, 2, 1, 0], dtype=torch.int32)):
+        probe = ProbeSet.from_tensors(images, labels, classes=["a", "b", "c"])
+        assert [probe[i][1]["label"] for i in range(6)] == [0, 2, 1, 2, 1, 0]
+        assert all(type(sample.label) is int for sample in probe.samples)
+    with pytest.raises(ProbeError, match=r"sample 1: label 2 is out of range for 2 classes"):
+        ProbeSet.from_tensors(images[:2], np.array([0, 2]), classes=["a", "b"])
+
+
+def test_one_channel_images_give_one_channel_items_batches_and_regions():
+    images = torch.rand(4, 1, 6, 8, generator=torch.Generator().manual_seed(1))
+    probe = ProbeSet.from_tensors(
+        images, [0, 1, 0, 1], boxes=torch.tensor([[1.0, 2.0, 5.0, 4.0]]).repeat(4, 1)
+    )
+    image, target = probe[3]
+    assert image.shape == (1, 6, 8) and torch.equal(image, images[3]) and target["image_id"] == 3
+    batch = next(probe.batches(4))
+    assert torch.equal(batch.images, images) and batch.regions.shape == (4, 6, 8)
+    assert batch.regions[0].sum() == 8 and batch.regions[0, 2:4, 1:5].all()
+    gray = ProbeSet.from_tensors((images * 255).to(torch.uint8), [0, 1, 0, 1])
+    assert gray[0][0].shape == (1, 6, 8) and gray[0][0].max() <= 1.0
+    colour = ProbeSet.from_tensors(torch.rand(1, 3, 6, 8), [0])
+    with pytest.raises(
+        CamAuditError, match=r"samples '0' \(1 channels\) and '0' \(3 channels\) cannot share"
+    ):
+        next(ProbeSet(probe.samples[:1] + colour.samples).batches(2))
 
 
 def test_probe_copies_its_inputs(images):
@@ -280,3 +344,10 @@ def test_fingerprint_changes_with_labels_regions_and_pixels(images):
     changed[2, 0, 0, 0] += 0.5
     assert base != ProbeSet.from_tensors(changed, [0] * 6, boxes=one_box_each(6)).fingerprint()
     assert len(base) == 16
+
+
+def test_class_names_are_the_classes_or_the_indices_as_text() -> None:
+    images = torch.rand(3, 3, 4, 4)
+    assert ProbeSet.from_tensors(images, [0, 2, 0]).class_names() == ["0", "1", "2"]
+    named = ProbeSet.from_tensors(images, [0, 1, 0], classes=["cat", "dog", "fox"])
+    assert named.class_names() == ["cat", "dog", "fox"]

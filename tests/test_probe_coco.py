@@ -95,12 +95,34 @@ def test_coco_annotation_of_unmapped_category_names_the_annotation(tmp_path, coc
         ProbeSet.from_coco(write(tmp_path, coco), tmp_path, categories={"cat": 0})
 
 
-def test_coco_objects_of_different_classes_in_one_image(tmp_path, coco):
-    coco["annotations"][1]["category_id"] = 5
-    with pytest.raises(
-        ProbeError, match=r"image 'one.png' .*different classes \(category 3 \(class 0\), category 5"
-    ):
-        ProbeSet.from_coco(write(tmp_path, coco), tmp_path)
+def test_coco_image_of_a_cat_and_a_dog_gives_a_sample_per_class(tmp_path, coco):
+    coco["annotations"][0].pop("segmentation")  # boxes only, so each region is its boxes' raster
+    coco["annotations"][1].pop("segmentation")
+    coco["annotations"].append({"id": 5, "image_id": 7, "category_id": 5, "bbox": [12, 2, 6, 8]})
+    coco["annotations"].append({"id": 6, "image_id": 7, "category_id": 5, "bbox": [26, 0, 4, 4]})
+    probe = ProbeSet.from_coco(write(tmp_path, coco), tmp_path)
+    assert probe.sample_ids == ["one.png#cat", "one.png#dog", "two.png"]
+    assert probe.labels.tolist() == [0, 1, 1]
+    assert [probe[i][1]["image_id"] for i in range(3)] == [7, 7, 9]  # the COCO image ids
+    batch = next(probe.batches(3))
+    cat_boxes = torch.tensor([[2.0, 3.0, 8.0, 7.0], [20.0, 10.0, 25.0, 14.0]])  # xywh -> xyxy by hand
+    dog_boxes = torch.tensor([[12.0, 2.0, 18.0, 10.0], [26.0, 0.0, 30.0, 4.0]])
+    assert torch.equal(batch.regions[0], boxes_to_mask(cat_boxes, (20, 30)))
+    assert torch.equal(batch.regions[1], boxes_to_mask(dog_boxes, (20, 30)))
+    watermark = boxes_to_mask(torch.tensor([[0.0, 16.0, 10.0, 20.0]]), (20, 30))
+    assert torch.equal(batch.spurious[0], watermark) and torch.equal(batch.spurious[1], watermark)
+    assert batch.has_spurious.tolist() == [True, True, False]
+    assert probe[0][1]["boxes"].tolist() == cat_boxes.tolist()
+    assert probe[1][1]["spurious_boxes"].tolist() == [[0.0, 16.0, 10.0, 20.0]]
+    assert probe.samples[0].image_classes == probe.samples[1].image_classes == (0, 1)
+
+
+def test_coco_categories_of_one_class_keep_an_image_one_sample(tmp_path, coco):
+    coco["categories"].append({"id": 4, "name": "kitten"})
+    coco["annotations"][1]["category_id"] = 4
+    probe = ProbeSet.from_coco(write(tmp_path, coco), tmp_path, categories={"cat": 0, "kitten": 0, "dog": 1})
+    assert probe.sample_ids == ["one.png", "two.png"] and probe.labels.tolist() == [0, 1]
+    assert probe[0][1]["boxes"].shape == (2, 4) and probe.samples[0].image_classes == ()
 
 
 def test_coco_missing_image_names_the_image(tmp_path, coco):

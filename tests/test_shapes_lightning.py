@@ -14,7 +14,6 @@ from cam_audit.errors import CamAuditError
 from cam_audit.synthetic import SceneNet
 from helpers.models import NoisyClassifier
 from helpers.probes import tiny_probe
-from helpers.trainers import make_trainer, tiny_data
 from helpers.shapes import (
     BinarySceneClassifier,
     DictSceneClassifier,
@@ -24,6 +23,7 @@ from helpers.shapes import (
     image_dict_forward,
     probe_images,
 )
+from helpers.trainers import make_trainer, tiny_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 

@@ -1,8 +1,9 @@
 """Read a COCO instances file into probe samples: boxes from ``bbox``, masks from ``segmentation``.
 
-Each image becomes one probe sample. Annotations of a *spurious* category (default: a category named
-``"watermark"``) become spurious regions; all other annotations are objects, and every object of an image
-must map to the same class, which is the image's label.
+Each image becomes one probe sample per class among its objects (see
+:mod:`cam_audit.probe.image_regions`). Annotations of a *spurious* category (default: a category named
+``"watermark"``) become spurious regions of every sample of their image; all other annotations are objects
+of the class their category maps to.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from torch import Tensor
 
 from cam_audit.errors import ProbeError
 from cam_audit.probe.coco_schema import CocoAnnotation, check_coco
+from cam_audit.probe.image_regions import ImageRegions, RegionKind, check_unique_ids
 from cam_audit.probe.sample import ProbeSample, image_size
-from cam_audit.probe.validation import check_boxes, check_masks
+from cam_audit.probe.validation import check_boxes, check_channels, check_masks, class_index
 
 #: The default spurious category: a file without it simply has no spurious regions.
 DEFAULT_SPURIOUS = ("watermark",)
@@ -31,6 +33,7 @@ def load_coco(
     image_dir: str | Path,
     spurious_categories: Sequence[str | int] = DEFAULT_SPURIOUS,
     categories: Mapping[str | int, int] | None = None,
+    channels: int | None = None,
 ) -> tuple[list[ProbeSample], list[str]]:
     """Probe samples and class names from a COCO instances file.
 
@@ -41,18 +44,22 @@ def load_coco(
             file, except the default ``("watermark",)``, which marks nothing in a file without it.
         categories: ``{category id or name: class index}`` for the object categories. Default: the
             non-spurious categories sorted by id, mapped to ``0..K-1``.
+        channels: ``None`` or 3: images decoded to RGB; 1: to their luminance.
 
     Returns:
-        ``(samples, classes)``, samples in the order of the file's ``images`` list; ``classes[k]`` is the
-        name of the category mapped to class ``k`` (``"class_k"`` for an index no category maps to).
+        ``(samples, classes)``, samples in the order of the file's ``images`` list, the samples of one
+        image in class order (ids ``"<file_name>#<class name>"`` for an image of several classes, else
+        its ``file_name``; ``image_id`` the COCO image id); ``classes[k]`` is the name of the category
+        mapped to class ``k`` (``"class_k"`` for an index no category maps to).
 
     Raises:
         ProbeError: naming the file, image or annotation, for an unreadable file, a malformed structure
             (see :mod:`cam_audit.probe.coco_schema`), a name or id in ``spurious_categories`` or
             ``categories`` that the file lacks, a missing or unreadable image, a box outside its image or
             of zero area, a polygon vertex outside its image, a mask of the wrong size, an image without
-            objects or with objects of different classes.
+            objects.
     """
+    channels = check_channels(channels) or 3
     path = Path(annotation_json)
     coco = check_coco(_read_json(path), path)
     spurious_ids = _resolve_spurious(spurious_categories, coco.categories, path)
@@ -73,8 +80,9 @@ def load_coco(
                 f"{where}: the file is {size[1]}x{size[0]} (W x H) but the annotation file declares "
                 f"{declared[1]}x{declared[0]}; fix 'width'/'height' or the image."
             )
-        sample = _sample(per_image[image.id], size, where, class_of, spurious_ids)
-        samples.append(ProbeSample(sample_id=image.file_name, image=file_path, size=size, **sample))
+        regions = _regions(per_image[image.id], size, where, class_of, spurious_ids)
+        samples.extend(regions.samples(image.file_name, image.id, file_path, size, classes, channels))
+    check_unique_ids(samples, f"annotation file {path}")
     return samples, classes
 
 
@@ -91,8 +99,13 @@ def _read_json(path: Path) -> Any:
 
 
 def _resolve_category(key: str | int, names: Mapping[int, str], path: Path, argument: str) -> int:
-    if isinstance(key, int) and not isinstance(key, bool) and key in names:
-        return key
+    if not isinstance(key, str):
+        try:  # an id: a Python or numpy integer
+            cid: int | None = class_index(key, argument)
+        except ProbeError:
+            cid = None
+        if cid is not None and cid in names:
+            return cid
     matches = [cid for cid, name in names.items() if name == key]
     if not matches:
         known = ", ".join(f"{cid}: {name!r}" for cid, name in sorted(names.items()))
@@ -131,57 +144,54 @@ def _class_mapping(
         return {cid: k for k, cid in enumerate(object_ids)}, [names[cid] for cid in object_ids]
     class_of: dict[int, int] = {}
     for key, index in categories.items():
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        try:
+            value = class_index(index, "categories")
+        except ProbeError:
+            value = -1
+        if value < 0:
             raise ProbeError(f"categories: class index {index!r} for {key!r} must be an int >= 0.")
-        class_of[_resolve_category(key, names, path, "categories")] = index
+        class_of[_resolve_category(key, names, path, "categories")] = value
     classes = [f"class_{k}" for k in range(max(class_of.values(), default=-1) + 1)]
     for cid in sorted(class_of, reverse=True):  # the smallest category id names a shared class
         classes[class_of[cid]] = names[cid]
     return class_of, classes
 
 
-def _sample(
+def _regions(
     annotations: list[CocoAnnotation],
     size: tuple[int, int],
     where: str,
     class_of: Mapping[int, int],
     spurious_ids: set[int],
-) -> dict[str, Any]:
-    """Label and stacked regions of one image from its annotations."""
-    regions: dict[str, list[Tensor]] = {"boxes": [], "masks": [], "spurious_boxes": [], "spurious_masks": []}
-    labels: dict[int, int] = {}  # class index -> first category id seen with it
+) -> ImageRegions:
+    """The object regions by class and the spurious regions of one image, from its annotations."""
+    regions = ImageRegions()
     for annotation in annotations:
         category = annotation.category_id
         at = f"{annotation.name} ({where})"
         spurious = category in spurious_ids
-        if not spurious:
-            if category not in class_of:
-                raise ProbeError(
-                    f"{at}: category {category} is not mapped to a class; add it to `categories` or to "
-                    "`spurious_categories`."
-                )
-            labels.setdefault(class_of[category], category)
-        prefix = "spurious_" if spurious else ""
+        if not spurious and category not in class_of:
+            raise ProbeError(
+                f"{at}: category {category} is not mapped to a class; add it to `categories` or to "
+                "`spurious_categories`."
+            )
+        found: list[tuple[RegionKind, Tensor]] = []
         if annotation.bbox is not None:
             x, y, w, h = annotation.bbox
-            regions[prefix + "boxes"].append(check_boxes([[x, y, x + w, y + h]], size, at))
+            found.append(("boxes", check_boxes([[x, y, x + w, y + h]], size, at)))
         if annotation.segmentation is not None:
-            regions[prefix + "masks"].append(
-                check_masks(_decode(annotation.segmentation, size, at), size, at)
-            )
-    if not labels:
+            found.append(("masks", check_masks(_decode(annotation.segmentation, size, at), size, at)))
+        for kind, region in found:
+            if spurious:
+                regions.add_spurious(kind, region)
+            else:
+                regions.add_object(class_of[category], kind, region)
+    if not regions.labels:
         raise ProbeError(
             f"{where}: no object annotation, so the image has no label; annotate its object or "
             "remove the image from 'images'."
         )
-    if len(labels) > 1:
-        found = ", ".join(f"category {cid} (class {k})" for k, cid in labels.items())
-        raise ProbeError(
-            f"{where}: its objects belong to different classes ({found}); a probe image needs one "
-            "label, so keep one class per image."
-        )
-    stacked = {key: torch.cat(values) if values else None for key, values in regions.items()}
-    return {"label": next(iter(labels)), **stacked}
+    return regions
 
 
 def _decode(segmentation: Any, size: tuple[int, int], where: str) -> Tensor:

@@ -7,6 +7,7 @@ pixels are read when a sample is accessed. Errors name the CSV row, the image or
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +15,10 @@ import torch
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
+from cam_audit.probe.image_regions import ImageRegions, RegionKind, check_unique_ids
 from cam_audit.probe.pixels import decode_pixels, mask_from_pixels
 from cam_audit.probe.sample import ProbeSample, image_size
-from cam_audit.probe.validation import check_boxes, check_label, check_masks
+from cam_audit.probe.validation import check_boxes, check_channels, check_label, check_masks
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 ROLES = ("object", "spurious")
@@ -81,14 +83,19 @@ def label_mapping(
 
 
 def load_csv(
-    manifest_csv: str | Path, classes: Sequence[str] | None = None
+    manifest_csv: str | Path, classes: Sequence[str] | None = None, channels: int | None = None
 ) -> tuple[list[ProbeSample], list[str] | None]:
     """Probe samples from a manifest with one row per region (see ``ProbeSet.from_csv``).
 
+    The rows of an image with objects of several classes give one sample per class
+    (:mod:`cam_audit.probe.image_regions`); ``image_id`` is the ``image`` column.
+
     Returns:
-        ``(samples, classes)``; samples in order of each image's first row.
+        ``(samples, classes)``; samples in order of each image's first row, an image's samples in class
+        order.
     """
     path = Path(manifest_csv)
+    channels = check_channels(channels) or 3
     table = read_table(path, ("image", "label"))
     has_boxes = all(column in table.columns for column in BOX_COLUMNS)
     if not has_boxes and "mask" not in table.columns:
@@ -96,6 +103,7 @@ def load_csv(
             f"CSV file {path} has neither box columns {list(BOX_COLUMNS)} nor a 'mask' column; add one."
         )
     mapping, classes = label_mapping(list(table["label"]), classes)
+    manifest = _Manifest(path, table, mapping, classes, has_boxes)
     rows_of: dict[str, list[int]] = {}
     for row, image in enumerate(table["image"]):
         rows_of.setdefault(image, []).append(row)
@@ -109,45 +117,96 @@ def load_csv(
             )
         file_path = path.parent / image
         size = image_size(file_path, first)
-        regions: dict[str, list[Tensor]] = {
-            "boxes": [],
-            "masks": [],
-            "spurious_boxes": [],
-            "spurious_masks": [],
-        }
-        labels: dict[int, int] = {}  # label -> first row that gave it
-        for row in rows:
-            where = f"row {row + 1} of {path}"
-            record = table.iloc[row]
-            role = record["role"] if "role" in table.columns and record["role"] != "" else "object"
-            if role not in ROLES:
-                raise ProbeError(f"{where}: role {role!r} must be one of {list(ROLES)} (empty means object).")
-            if record["label"] != "":
-                labels.setdefault(check_label(mapping[record["label"]], classes, where), row)
-            prefix = "spurious_" if role == "spurious" else ""
-            box = [record[column] for column in BOX_COLUMNS] if has_boxes else ["", "", "", ""]
-            mask = record["mask"] if "mask" in table.columns else ""
-            if any(box):
-                if not all(box):
-                    raise ProbeError(f"{where}: give all of {list(BOX_COLUMNS)} or none of them, got {box}.")
-                regions[prefix + "boxes"].append(check_boxes([_number(v, where) for v in box], size, where))
-            if mask:
-                regions[prefix + "masks"].append(read_mask(path.parent / mask, size, where))
-            if not any(box) and not mask:
-                raise ProbeError(
-                    f"{where}: the row has neither a box nor a mask; fill one or remove the row."
-                )
-        if len(labels) != 1:
-            found = {f"row {row + 1}": label for label, row in labels.items()}
-            raise ProbeError(
-                f"image {image!r} ({first}) needs exactly one label across its rows, got {found or 'none'}; "
-                "give every row of an image the same label."
-            )
-        stacked = {key: torch.cat(values) if values else None for key, values in regions.items()}
-        samples.append(
-            ProbeSample(sample_id=image, label=next(iter(labels)), size=size, image=file_path, **stacked)
-        )
+        regions = _image_regions(manifest, image, [_read_row(manifest, row, size) for row in rows])
+        samples.extend(regions.samples(image, image, file_path, size, classes, channels))
+    check_unique_ids(samples, f"CSV file {path}")
     return samples, classes
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    path: Path
+    table: pd.DataFrame
+    mapping: dict[str, int]
+    classes: list[str] | None
+    has_boxes: bool
+
+    def name(self, label: int) -> str:
+        return repr(self.classes[label]) if self.classes is not None else str(label)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One manifest row, checked: its role, label (``None`` when empty) and regions."""
+
+    where: str
+    role: str
+    label: int | None
+    regions: list[tuple[RegionKind, Tensor]]
+
+
+def _read_row(manifest: _Manifest, row: int, size: tuple[int, int]) -> _Row:
+    where = f"row {row + 1} of {manifest.path}"
+    record = manifest.table.iloc[row]
+    role = record["role"] if "role" in manifest.table.columns and record["role"] != "" else "object"
+    if role not in ROLES:
+        raise ProbeError(f"{where}: role {role!r} must be one of {list(ROLES)} (empty means object).")
+    label = None
+    if record["label"] != "":
+        label = check_label(manifest.mapping[record["label"]], manifest.classes, where)
+    box = [record[column] for column in BOX_COLUMNS] if manifest.has_boxes else ["", "", "", ""]
+    mask = record["mask"] if "mask" in manifest.table.columns else ""
+    regions: list[tuple[RegionKind, Tensor]] = []
+    if any(box):
+        if not all(box):
+            raise ProbeError(f"{where}: give all of {list(BOX_COLUMNS)} or none of them, got {box}.")
+        regions.append(("boxes", check_boxes([_number(v, where) for v in box], size, where)))
+    if mask:
+        regions.append(("masks", read_mask(manifest.path.parent / mask, size, where)))
+    if not regions:
+        raise ProbeError(f"{where}: the row has neither a box nor a mask; fill one or remove the row.")
+    return _Row(where, role, label, regions)
+
+
+def _image_regions(manifest: _Manifest, image: str, rows: list[_Row]) -> ImageRegions:
+    """The regions of one image by class: its object rows' labels are its classes.
+
+    An object row without a label belongs to the image's one class; a spurious row goes to every sample
+    of the image, and its label, when given, must be one of the image's classes (or, in an image without
+    object rows, is its class).
+    """
+    first = rows[0].where
+    labels = sorted({row.label for row in rows if row.role == "object" and row.label is not None})
+    if not labels:
+        labels = sorted({row.label for row in rows if row.label is not None})
+        if len(labels) != 1:
+            found = ", ".join(manifest.name(label) for label in labels) or "none"
+            raise ProbeError(
+                f"image {image!r} ({first}) needs a label on its object rows, got {found}; give each object "
+                "row its class (an image without object rows takes the one label of its spurious rows)."
+            )
+    names = ", ".join(manifest.name(label) for label in labels)
+    regions = ImageRegions()
+    for label in labels:
+        regions.add_class(label)
+    for row in rows:
+        if row.role == "spurious" and row.label is not None and row.label not in labels:
+            raise ProbeError(
+                f"{row.where}: the spurious row is labelled {manifest.name(row.label)}, a class no object "
+                f"row of image {image!r} has ({names}); a spurious region goes to every sample of its "
+                "image, so leave its label empty or give one of the image's classes."
+            )
+        if row.role == "object" and row.label is None and len(labels) > 1:
+            raise ProbeError(
+                f"{row.where}: the object row has no label, and image {image!r} has objects of several "
+                f"classes ({names}); fill in the row's label."
+            )
+        for kind, region in row.regions:
+            if row.role == "spurious":
+                regions.add_spurious(kind, region)
+            else:
+                regions.add_object(labels[0] if row.label is None else row.label, kind, region)
+    return regions
 
 
 def load_mask_dir(
@@ -156,20 +215,32 @@ def load_mask_dir(
     labels_csv: str | Path,
     spurious_mask_dir: str | Path | None = None,
     classes: Sequence[str] | None = None,
+    channels: int | None = None,
 ) -> tuple[list[ProbeSample], list[str] | None]:
     """Probe samples from an image folder, a mask folder (same file stems) and a ``image,label`` CSV.
 
     Every image needs an object mask; a spurious mask (same stem in ``spurious_mask_dir``) is optional.
+    An image has one mask, so it has one class: ``labels_csv`` lists each image once.
     """
+    channels = check_channels(channels) or 3
     table = read_table(labels_csv, ("image", "label"))
     mapping, classes = label_mapping(list(table["label"]), classes)
     masks = _MaskFolder(Path(mask_dir), "mask_dir")
     spurious_masks = _MaskFolder(Path(spurious_mask_dir), "spurious_mask_dir") if spurious_mask_dir else None
     samples = []
+    first_row: dict[str, int] = {}
     for row, (image, label) in enumerate(zip(table["image"], table["label"], strict=True)):
         where = f"row {row + 1} of {labels_csv}"
         if image == "" or label == "":
             raise ProbeError(f"{where}: both 'image' and 'label' must be filled.")
+        if image in first_row:
+            raise ProbeError(
+                f"{where}: image {image!r} is already listed in row {first_row[image] + 1}; a mask folder "
+                "holds one mask per image, so an image has one class. For an image with objects of several "
+                "classes, use ProbeSet.from_csv with one mask per class (rows of the same image, each with "
+                "its label and mask) or from_coco."
+            )
+        first_row[image] = row
         file_path = Path(image_dir) / image
         size = image_size(file_path, where)
         mask_path = masks.find(file_path.stem)
@@ -187,6 +258,8 @@ def load_mask_dir(
                 image=file_path,
                 masks=read_mask(mask_path, size, where),
                 spurious_masks=read_mask(spurious_path, size, where) if spurious_path else None,
+                image_id=image,
+                channels=channels,
             )
         )
     return samples, classes
@@ -225,7 +298,7 @@ class _MaskFolder:
         """The file named ``stem`` plus one suffix, a ``.png`` first (``None`` when there is none)."""
         candidates = self.by_stem.get(stem, [])
         pngs = [p for p in candidates if p.suffix.lower() == ".png"]
-        return (pngs or candidates or [None])[0]
+        return next(iter(pngs or candidates), None)
 
 
 def _is_int(text: str) -> bool:

@@ -111,13 +111,23 @@ def decode_pixels(path: Path, what: str = "image", where: str = "") -> Pixels:
         raise ProbeError(f"{prefix}{what} file {path} cannot be decoded ({err}); re-save it as PNG.") from err
 
 
-def to_unit_rgb(pixels: Pixels) -> np.ndarray:
-    """Float32 ``[H, W, 3]`` in ``[0, 1]``: the colour divided by the depth's maximum; alpha is dropped.
+def to_unit(pixels: Pixels, channels: int = 3) -> np.ndarray:
+    """Float32 ``[H, W, channels]`` in ``[0, 1]``: the colour divided by the depth's maximum, alpha dropped.
 
     The colour channels are taken as stored, not composited over a background, so a transparent pixel
-    shows the colour the file keeps under it. Grayscale is repeated to three channels.
+    shows the colour the file keeps under it. ``channels=3``: grayscale is repeated to three channels.
+    ``channels=1``: a grayscale file as it is, a colour file as its luminance ``0.299 R + 0.587 G + 0.114 B``
+    (ITU-R BT.601, the weights of the mask rule and of Pillow's ``convert("L")``, without its rounding).
+
+    Example:
+        >>> red = Pixels(np.array([[[255, 0, 0]]], dtype=np.uint8), 255, "RGB", lossy=False)
+        >>> round(float(to_unit(red, channels=1)[0, 0, 0]), 3), to_unit(red).tolist()
+        (0.299, [[[1.0, 0.0, 0.0]]])
     """
-    colour = pixels.colour.astype(np.float32) / np.float32(pixels.maximum)
+    maximum = np.float32(pixels.maximum)
+    if channels == 1:
+        return (_luminance(pixels.colour) / float(maximum)).astype(np.float32)[..., None]
+    colour = pixels.colour.astype(np.float32) / maximum
     return np.repeat(colour, 3, axis=-1) if colour.shape[-1] == 1 else colour
 
 
@@ -238,4 +248,4 @@ def _from_pillow(img: Image.Image, path: Path, what: str) -> Pixels:
     return Pixels(values if values.ndim == 3 else values[..., None], 255, mode, lossy)
 
 
-__all__ = ["LOSSY_FORMATS", "Pixels", "check_known_range", "decode_pixels", "mask_from_pixels", "to_unit_rgb"]
+__all__ = ["LOSSY_FORMATS", "Pixels", "check_known_range", "decode_pixels", "mask_from_pixels", "to_unit"]

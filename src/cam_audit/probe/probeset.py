@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError, ProbeError
-from cam_audit.probe.batch import ProbeBatch
+from cam_audit.probe.batch import ProbeBatch, collate
+from cam_audit.probe.fingerprint import fingerprint as probe_fingerprint
 from cam_audit.probe.sample import ProbeSample
 from cam_audit.probe.validation import check_images, check_labels, check_transform, split_boxes, split_masks
 from cam_audit.regions import target_regions
@@ -29,8 +30,10 @@ class ProbeSet(Dataset):
     """Probe images with labels and ground-truth regions, validated once at construction.
 
     Build one with :meth:`from_tensors` (or ``from_coco`` / ``from_csv`` / ``from_mask_dir``).
-    ``probe[i]`` returns ``(image, target)``: ``image`` is a ``tv_tensors.Image`` float ``[3, H, W]`` and
-    ``target`` a dict with ``"label"`` (int), ``"sample_id"`` (str) and, where the sample has them,
+    ``probe[i]`` returns ``(image, target)``: ``image`` is a ``tv_tensors.Image`` float ``[C, H, W]`` (``C``
+    is 3, or 1 for grayscale) and ``target`` a dict with ``"label"`` (int), ``"sample_id"`` (str),
+    ``"image_id"`` (shared by the samples of an image of several classes: the COCO image id, the file name,
+    the index of a tensor image) and, where the sample has them,
     ``"boxes"`` (``tv_tensors.BoundingBoxes`` XYXY), ``"masks"`` (``tv_tensors.Mask`` bool ``[K, H, W]``),
     ``"spurious_boxes"`` / ``"spurious_masks"`` (omitted for samples without a spurious region).
     The optional ``transform`` (``torchvision.transforms.v2``) is applied jointly to ``(image, target)``.
@@ -67,7 +70,7 @@ class ProbeSet(Dataset):
     def from_tensors(
         cls,
         images: Tensor,
-        labels: Tensor | Sequence[int],
+        labels: Tensor | np.ndarray | Sequence[int],
         boxes: Tensor | Sequence[Tensor] | None = None,
         masks: Tensor | Sequence[Tensor] | None = None,
         spurious_boxes: Tensor | Sequence[Tensor] | None = None,
@@ -78,8 +81,9 @@ class ProbeSet(Dataset):
         """Build a probe set from in-memory tensors.
 
         Args:
-            images: float ``[N, 3, H, W]`` (or uint8, scaled to ``[0, 1]``).
-            labels: long ``[N]`` or a list of ``N`` ints.
+            images: float ``[N, 3, H, W]`` or, grayscale, ``[N, 1, H, W]`` (uint8 is scaled to ``[0, 1]``).
+            labels: long ``[N]``, an integer numpy array ``[N]``, or a list of ``N`` ints (Python or numpy
+                integers, 0-d integer tensors).
             boxes: a list of ``N`` float ``[K_i, 4]`` xyxy pixel tensors (``K_i`` may be 0) or a ``[N, 4]``
                 tensor (one box per image).
             masks: bool ``[N, H, W]`` (one mask per image) or a list of ``N`` bool ``[K_i, H, W]`` tensors.
@@ -89,25 +93,28 @@ class ProbeSet(Dataset):
             transform: a ``torchvision.transforms.v2`` transform applied to ``(image, target)``.
 
         Raises:
-            ProbeError: naming the sample index, for mismatched lengths, wrong dtypes, NaN images, negative or
-                out-of-range labels, boxes outside the image or of zero area, masks of the wrong size.
+            ProbeError: naming the sample index, for mismatched lengths, wrong dtypes, images of another
+                channel count than 3 or 1, NaN images, labels that are not integers, negative or out-of-range
+                labels, boxes outside the image or of zero area, masks of the wrong size.
         """
         images = check_images(images).clone()
         num_samples, size = images.shape[0], (int(images.shape[2]), int(images.shape[3]))
         label_list = check_labels(labels, num_samples, classes)
-        regions = {
-            "boxes": split_boxes(boxes, num_samples, size, "boxes"),
-            "masks": split_masks(masks, num_samples, size, "masks"),
-            "spurious_boxes": split_boxes(spurious_boxes, num_samples, size, "spurious_boxes"),
-            "spurious_masks": split_masks(spurious_masks, num_samples, size, "spurious_masks"),
-        }
+        object_boxes = split_boxes(boxes, num_samples, size, "boxes")
+        object_masks = split_masks(masks, num_samples, size, "masks")
+        cue_boxes = split_boxes(spurious_boxes, num_samples, size, "spurious_boxes")
+        cue_masks = split_masks(spurious_masks, num_samples, size, "spurious_masks")
         samples = [
             ProbeSample(
                 sample_id=str(i),
                 label=label_list[i],
                 size=size,
                 image=images[i],
-                **{key: values[i] for key, values in regions.items()},
+                boxes=object_boxes[i],
+                masks=object_masks[i],
+                spurious_boxes=cue_boxes[i],
+                spurious_masks=cue_masks[i],
+                image_id=i,
             )
             for i in range(num_samples)
         ]
@@ -122,6 +129,7 @@ class ProbeSet(Dataset):
         transform: Transform | None = None,
         *,
         categories: Mapping[str | int, int] | None = None,
+        channels: int | None = None,
     ) -> ProbeSet:
         """Build a probe set from a COCO instances file; images are read lazily from ``image_dir``.
 
@@ -130,17 +138,20 @@ class ProbeSet(Dataset):
         matched exactly) are spurious regions; each must be a category of the file, except the default
         ``("watermark",)``, which marks nothing in a file without it. ``categories`` (keyword only) maps
         ``{category id or name: class index}``; by default the non-spurious categories sorted by id become
-        classes ``0..K-1``, named after the categories. An image's label is the class of its object
-        annotations, which must all agree. Images are scaled by their bit depth (see :meth:`from_csv`).
+        classes ``0..K-1``, named after the categories. An image gives one sample per class among its
+        objects, with that class's objects as its object region and the image's spurious regions; the
+        samples share ``target["image_id"]`` (the COCO image id) and are named ``"<file_name>#<class>"``
+        (an image of one class keeps its ``file_name``). Images are scaled by their bit depth (see
+        :meth:`from_csv`); ``channels`` as there.
 
         Raises:
             ProbeError: naming the file, entry (``annotations[3]``) and field for a malformed structure;
                 the image or annotation for a missing or undecodable image, a box or polygon outside the
-                image, a box of zero area, a mask of the wrong size, an unknown category, mixed classes.
+                image, a box of zero area, a mask of the wrong size, an unknown category, no object.
         """
         from cam_audit.probe.coco import load_coco
 
-        samples, classes = load_coco(annotation_json, image_dir, spurious_categories, categories)
+        samples, classes = load_coco(annotation_json, image_dir, spurious_categories, categories, channels)
         return cls(samples, classes=classes, transform=transform)
 
     @classmethod
@@ -150,26 +161,31 @@ class ProbeSet(Dataset):
         transform: Transform | None = None,
         *,
         classes: Sequence[str] | None = None,
+        channels: int | None = None,
     ) -> ProbeSet:
         """Build a probe set from a manifest CSV with one row per region.
 
         Columns: ``image`` (path relative to the CSV), ``label`` (class index or name), optional ``role``
         (``object`` or ``spurious``; empty means object), and ``x_min, y_min, x_max, y_max`` (pixels) and/or
-        ``mask`` (path of a mask image relative to the CSV). Rows of one image are merged; they must agree
-        on the label (spurious rows may leave it empty). Class names are looked up in ``classes`` (keyword
-        only); without it they are sorted alphabetically to ``0..K-1``.
+        ``mask`` (path of a mask image relative to the CSV). The object rows of an image give one sample per
+        label, named ``"<image>#<class>"`` when there are several (else ``image``) and sharing
+        ``target["image_id"]`` (the ``image`` text); its spurious rows go to every one of them (their label
+        may be empty). Class names are looked up in ``classes`` (keyword only); without it they are sorted
+        alphabetically to ``0..K-1``.
 
-        Images are scaled by their file's bit depth to ``[0, 1]``, alpha dropped. A mask is read from its
-        colour, or from its alpha channel when only the alpha varies; non-zero is inside in lossless 8-bit
-        files, above half the range in lossy (JPEG, WebP) and 16-bit ones (:mod:`cam_audit.probe.pixels`).
+        Images are scaled by their file's bit depth to ``[0, 1]``, alpha dropped; ``channels`` (keyword
+        only): ``None`` or 3 for RGB (grayscale repeated), 1 for one channel (the luminance
+        ``0.299 R + 0.587 G + 0.114 B`` of colour files). A mask is read from its colour, or from its alpha
+        channel when only the alpha varies; non-zero is inside in lossless 8-bit files, above half the range
+        in lossy (JPEG, WebP) and 16-bit ones (:mod:`cam_audit.probe.pixels`).
 
         Raises:
             ProbeError: naming the file and row (missing column, empty file, missing or undecodable image,
-                box outside the image or of zero area, mask of the wrong size, unknown label).
+                box outside the image or of zero area, mask of the wrong size, unknown or missing label).
         """
         from cam_audit.probe.loaders import load_csv
 
-        samples, classes = load_csv(manifest_csv, classes)
+        samples, classes = load_csv(manifest_csv, classes, channels)
         return cls(samples, classes=classes, transform=transform)
 
     @classmethod
@@ -182,21 +198,27 @@ class ProbeSet(Dataset):
         *,
         spurious_mask_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
+        channels: int | None = None,
     ) -> ProbeSet:
         """Build a probe set from an image folder and a folder of object masks with the same file stems.
 
         ``labels_csv`` has columns ``image`` (file name in ``image_dir``) and ``label`` (index or name, as in
         :meth:`from_csv`). A mask is the file in ``mask_dir`` whose name is the image's stem plus one suffix
         (a ``.png`` first), compared literally (``cat [1].png`` finds ``cat [1].png``); it is read by the
-        rule of :meth:`from_csv`. ``spurious_mask_dir`` (keyword only, like ``classes``) optionally holds
-        spurious-cue masks for some of the images.
+        rule of :meth:`from_csv`. One mask per image has one class, so ``labels_csv`` lists each image once
+        (for images with objects of several classes use :meth:`from_csv` with a mask per class, or
+        :meth:`from_coco`). ``spurious_mask_dir`` (keyword only, like ``classes`` and ``channels``, which
+        is as in :meth:`from_csv`) optionally holds spurious-cue masks for some of the images.
 
         Raises:
-            ProbeError: naming the row or file (missing folder, image or mask, mask of the wrong size, ...).
+            ProbeError: naming the row or file (missing folder, image or mask, mask of the wrong size, an
+                image listed twice, ...).
         """
         from cam_audit.probe.loaders import load_mask_dir
 
-        samples, classes = load_mask_dir(image_dir, mask_dir, labels_csv, spurious_mask_dir, classes)
+        samples, classes = load_mask_dir(
+            image_dir, mask_dir, labels_csv, spurious_mask_dir, classes, channels
+        )
         return cls(samples, classes=classes, transform=transform)
 
     def __len__(self) -> int:
@@ -205,7 +227,11 @@ class ProbeSet(Dataset):
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         sample = self.samples[index]
         image = tv_tensors.Image(sample.load_image())
-        target: dict[str, Any] = {"label": sample.label, "sample_id": sample.sample_id}
+        target: dict[str, Any] = {
+            "label": sample.label,
+            "sample_id": sample.sample_id,
+            "image_id": sample.shared_image_id,
+        }
         for key in ("boxes", "spurious_boxes"):
             value = getattr(sample, key)
             if value is not None and (key == "boxes" or value.shape[0] > 0):
@@ -307,27 +333,16 @@ class ProbeSet(Dataset):
     def fingerprint(self) -> str:
         """A short hash of the labels, regions and image content, stable across runs and machines.
 
+        The ids of the samples of an image of several classes are hashed too; those of other samples are
+        not (see :mod:`cam_audit.probe.fingerprint`).
+
         Example:
             >>> images = torch.zeros(2, 3, 4, 4)
             >>> first = ProbeSet.from_tensors(images, [0, 1]).fingerprint()
             >>> first == ProbeSet.from_tensors(images.clone(), [0, 1]).fingerprint(), len(first)
             (True, 16)
         """
-        digest = hashlib.sha256()
-        digest.update(repr(self.classes).encode())
-        for sample in self.samples:
-            digest.update(f"|{sample.label}|{sample.size}|".encode())
-            for key in ("boxes", "masks", "spurious_boxes", "spurious_masks"):
-                value = getattr(sample, key)
-                digest.update(key.encode())
-                if value is not None:
-                    digest.update(repr(tuple(value.shape)).encode())
-                    digest.update(value.detach().cpu().contiguous().numpy())
-            if isinstance(sample.image, Path):
-                digest.update(sample.image.read_bytes())
-            else:
-                digest.update(sample.image.detach().cpu().to(torch.float32).contiguous().numpy())
-        return digest.hexdigest()[:16]
+        return probe_fingerprint(self.classes, self.samples)
 
     def _positions(self, indices: Sequence[int] | Tensor | range) -> list[int]:
         positions = indices.tolist() if isinstance(indices, Tensor) else list(indices)
@@ -345,38 +360,16 @@ class ProbeSet(Dataset):
             self._region_bytes += size
 
     def _collate(self, positions: list[int]) -> ProbeBatch:
-        images, labels, regions, spurious, sample_ids = [], [], [], [], []
-        first: tuple[str, tuple[int, int]] | None = None
+        items = []
         for position in positions:
             image, target = self[position]
-            size = (int(image.shape[-2]), int(image.shape[-1]))
-            if first is None:
-                first = (target["sample_id"], size)
-            elif size != first[1]:
-                raise CamAuditError(
-                    f"samples {first[0]!r} ({first[1][0]}x{first[1][1]}) and {target['sample_id']!r} "
-                    f"({size[0]}x{size[1]}) have different image sizes and cannot share a batch; "
-                    f"give the probe set transform=v2.Resize(({first[1][0]}, {first[1][1]}))."
-                )
-            images.append(image.as_subclass(Tensor))
-            labels.append(int(target["label"]))
             pair = self._regions.get(position)
             if pair is None:
+                size = (int(image.shape[-2]), int(image.shape[-1]))
                 pair = (target_regions(target, size, "object"), target_regions(target, size, "spurious"))
                 self._keep_regions(position, pair)
-            regions.append(pair[0])
-            spurious.append(pair[1])
-            sample_ids.append(str(target["sample_id"]))
-        spurious_regions = torch.stack(spurious)
-        return ProbeBatch(
-            images=torch.stack(images),
-            labels=torch.tensor(labels, dtype=torch.long),
-            regions=torch.stack(regions),
-            spurious=spurious_regions,
-            has_spurious=spurious_regions.flatten(1).any(dim=1),
-            indices=torch.tensor(positions, dtype=torch.long),
-            sample_ids=sample_ids,
-        )
+            items.append((image.as_subclass(Tensor), target, pair))
+        return collate(items, positions)
 
 
 __all__ = ["ProbeBatch", "ProbeSet"]

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
-from cam_audit.probe.pixels import check_known_range, decode_pixels, to_unit_rgb
+from cam_audit.probe.pixels import check_known_range, decode_pixels, to_unit
 
 
 @dataclass(frozen=True)
@@ -19,14 +19,20 @@ class ProbeSample:
     """A validated probe sample.
 
     Attributes:
-        sample_id: name used in reports and errors (a file name or the index as text).
+        sample_id: name used in reports and errors (a file name or the index as text; ``"<file>#<class>"``
+            for each class of an image whose objects belong to several classes).
         label: class index.
         size: ``(H, W)`` of the image before any transform.
-        image: float tensor ``[3, H, W]`` or the path of an image file read on access.
+        image: float tensor ``[C, H, W]`` (``C`` is 3 or 1) or the path of an image file read on access.
         boxes: float ``[K, 4]`` xyxy object boxes, or ``None`` when the sample has no object boxes.
         masks: bool ``[K, H, W]`` object masks, or ``None``.
         spurious_boxes: like ``boxes`` for spurious cues (watermarks, rulers, tags).
         spurious_masks: like ``masks`` for spurious cues.
+        image_id: the image the sample shows, shared by the samples of one image (a COCO image id, a file
+            name, an index); ``None``: the image is the sample's alone and ``sample_id`` names it.
+        image_classes: the classes of the objects in the image, in order, when it holds objects of several
+            classes (and so gives one sample per class); empty for an image of one class.
+        channels: what an image file is decoded to: 3 (RGB) or 1 (luminance); a tensor image keeps its own.
     """
 
     sample_id: str
@@ -37,6 +43,9 @@ class ProbeSample:
     masks: Tensor | None = None
     spurious_boxes: Tensor | None = None
     spurious_masks: Tensor | None = None
+    image_id: int | str | None = None
+    image_classes: tuple[int, ...] = ()
+    channels: int = 3
 
     @property
     def has_spurious(self) -> bool:
@@ -45,26 +54,32 @@ class ProbeSample:
         has_masks = self.spurious_masks is not None and bool(self.spurious_masks.any())
         return has_boxes or has_masks
 
+    @property
+    def shared_image_id(self) -> int | str:
+        """The id shared by the samples of this sample's image: ``image_id``, else ``sample_id``."""
+        return self.sample_id if self.image_id is None else self.image_id
+
     def load_image(self) -> Tensor:
-        """The image as float32 ``[3, H, W]`` (files are decoded to RGB in ``[0, 1]``)."""
+        """The image as float32 ``[C, H, W]`` (files are decoded to ``channels`` channels in ``[0, 1]``)."""
         if isinstance(self.image, Tensor):
             return self.image
-        return read_image(self.image)
+        return read_image(self.image, self.channels)
 
 
-def read_image(path: Path) -> Tensor:
-    """Decode an image file to float32 RGB ``[3, H, W]`` in ``[0, 1]``, scaled by the file's bit depth.
+def read_image(path: Path, channels: int = 3) -> Tensor:
+    """Decode an image file to float32 ``[channels, H, W]`` in ``[0, 1]``, scaled by the file's bit depth.
 
     8-bit files are divided by 255 and 16-bit ones (PNG at full precision, 16-bit grayscale TIFF and PGM)
-    by 65535; bilevel files become 0 and 1; palette files are looked up in their palette; grayscale is
-    repeated to three channels. An alpha channel is dropped: the colour channels are taken as stored, not
-    composited over a background.
+    by 65535; bilevel files become 0 and 1; palette files are looked up in their palette. With
+    ``channels=3`` grayscale is repeated to three channels; with ``channels=1`` colour becomes its
+    luminance ``0.299 R + 0.587 G + 0.114 B``. An alpha channel is dropped: the colour channels are taken
+    as stored, not composited over a background.
 
     Raises:
         ProbeError: the file is missing or cannot be decoded, or holds 32-bit integer or float pixels.
     """
     pixels = decode_pixels(path, "image")
-    return torch.from_numpy(np.ascontiguousarray(to_unit_rgb(pixels).transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(to_unit(pixels, channels).transpose(2, 0, 1)))
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cam_audit.probe.probeset import ProbeSet
-from cam_audit.probe.validation import check_transform
+from cam_audit.probe.validation import check_channels, check_transform
 
 #: How a config names a transform: anything called as ``transform(image, target)``, e.g. a
 #: ``torchvision.transforms.v2`` transform given by ``class_path`` and ``init_args``.
@@ -61,6 +61,8 @@ class CocoProbe(ProbeSource):
         spurious_categories: category names or ids whose annotations are spurious regions.
         transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
         categories: ``{category id or name: class index}``; default: the other categories, by id.
+        channels: ``None`` or 3: images decoded to RGB; 1: to one channel (grayscale, or the luminance of
+            colour files).
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class CocoProbe(ProbeSource):
         transform: Transform | None = None,
         *,
         categories: dict[str | int, int] | None = None,
+        channels: int | None = None,
     ) -> None:
         check_transform(transform)
+        channels = check_channels(channels)
         self.annotation_json = annotation_json
         self.image_dir = image_dir
         self.spurious_categories = (
@@ -80,6 +84,7 @@ class CocoProbe(ProbeSource):
         )
         self.transform = transform
         self.categories = categories
+        self.channels = channels
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_coco(
@@ -88,6 +93,7 @@ class CocoProbe(ProbeSource):
             spurious_categories=self.spurious_categories,
             transform=self.transform,
             categories=self.categories,
+            channels=self.channels,
         )
 
 
@@ -98,6 +104,8 @@ class CsvProbe(ProbeSource):
         manifest_csv: path of the CSV; image and mask paths in it are relative to it.
         transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
         classes: class names in index order; default: the names in the CSV, sorted.
+        channels: ``None`` or 3: images decoded to RGB; 1: to one channel (grayscale, or the luminance of
+            colour files).
     """
 
     def __init__(
@@ -106,14 +114,19 @@ class CsvProbe(ProbeSource):
         transform: Transform | None = None,
         *,
         classes: list[str] | None = None,
+        channels: int | None = None,
     ) -> None:
         check_transform(transform)
+        channels = check_channels(channels)
         self.manifest_csv = manifest_csv
         self.transform = transform
         self.classes = classes
+        self.channels = channels
 
     def load(self) -> ProbeSet:
-        return ProbeSet.from_csv(self.manifest_csv, transform=self.transform, classes=self.classes)
+        return ProbeSet.from_csv(
+            self.manifest_csv, transform=self.transform, classes=self.classes, channels=self.channels
+        )
 
 
 class MaskDirProbe(ProbeSource):
@@ -126,6 +139,8 @@ class MaskDirProbe(ProbeSource):
         transform: a ``torchvision.transforms.v2`` transform applied to each image and its regions.
         spurious_mask_dir: optional folder of spurious-cue masks.
         classes: class names in index order.
+        channels: ``None`` or 3: images decoded to RGB; 1: to one channel (grayscale, or the luminance of
+            colour files).
     """
 
     def __init__(
@@ -137,14 +152,17 @@ class MaskDirProbe(ProbeSource):
         *,
         spurious_mask_dir: str | Path | None = None,
         classes: list[str] | None = None,
+        channels: int | None = None,
     ) -> None:
         check_transform(transform)
+        channels = check_channels(channels)
         self.image_dir = image_dir
         self.mask_dir = mask_dir
         self.labels_csv = labels_csv
         self.transform = transform
         self.spurious_mask_dir = spurious_mask_dir
         self.classes = classes
+        self.channels = channels
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_mask_dir(
@@ -154,6 +172,7 @@ class MaskDirProbe(ProbeSource):
             transform=self.transform,
             spurious_mask_dir=self.spurious_mask_dir,
             classes=self.classes,
+            channels=self.channels,
         )
 
 

@@ -7,12 +7,17 @@ vocabulary of errors. Nothing is clipped or dropped: bad input raises :class:`Pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
+
+#: Channels a probe image may have: RGB or grayscale.
+IMAGE_CHANNELS = (3, 1)
 
 
 def check_boxes(boxes: object, size: tuple[int, int], where: str) -> Tensor:
@@ -103,23 +108,30 @@ def check_masks(masks: object, size: tuple[int, int], where: str) -> Tensor:
 
 
 def check_images(images: object) -> Tensor:
-    """Validate a batch of images ``[N, 3, H, W]`` and return it as float32 (uint8 scaled to ``[0, 1]``).
+    """Validate a batch of images ``[N, C, H, W]`` (``C`` is 3 or 1) and return it as float32.
+
+    uint8 images are scaled to ``[0, 1]``; float images are kept in their range.
 
     Raises:
-        ProbeError: not a 4-D tensor with 3 channels, a dtype other than float or uint8, or NaN/inf values
-            (the first bad sample is named).
+        ProbeError: not a 4-D tensor with 3 or 1 channels, a dtype other than float or uint8, or NaN/inf
+            values (the first bad sample is named).
 
     Example:
         >>> check_images(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).max()
         tensor(1.)
+        >>> check_images(torch.zeros(2, 1, 4, 4)).shape  # grayscale
+        torch.Size([2, 1, 4, 4])
     """
     if not isinstance(images, Tensor):
-        raise ProbeError(f"images must be a tensor [N, 3, H, W], got {type(images).__name__}.")
-    images = images.as_subclass(Tensor)
-    if images.ndim != 4 or images.shape[1] != 3:
         raise ProbeError(
-            f"images must have shape [N, 3, H, W], got {tuple(images.shape)}; convert grey images with "
-            "images.expand(-1, 3, -1, -1)."
+            f"images must be a tensor [N, 3, H, W] or [N, 1, H, W], got {type(images).__name__}."
+        )
+    images = images.as_subclass(Tensor)
+    if images.ndim != 4 or images.shape[1] not in IMAGE_CHANNELS:
+        raise ProbeError(
+            f"images must have shape [N, 3, H, W] (colour) or [N, 1, H, W] (grayscale), got "
+            f"{tuple(images.shape)}; put the channels second (images.permute(0, 3, 1, 2) for [N, H, W, C]) "
+            "and add one for [N, H, W] (images.unsqueeze(1))."
         )
     if images.dtype == torch.uint8:
         return images.to(torch.float32) / 255.0
@@ -132,27 +144,55 @@ def check_images(images: object) -> Tensor:
     return images.to(torch.float32)
 
 
-def check_labels(labels: object, num_samples: int, classes: Sequence[str] | None) -> list[int]:
-    """Validate labels ``[N]`` (LongTensor or list of int) and return them as a list of int.
+def check_channels(channels: object) -> int | None:
+    """Validate a loader's ``channels`` option: ``None`` (RGB, as stored colour), ``3`` (RGB) or ``1``.
 
     Raises:
-        ProbeError: wrong dtype, wrong length, a negative label, or a label ``>= len(classes)``.
+        ProbeError: anything else.
+
+    Example:
+        >>> check_channels(1), check_channels(None)
+        (1, None)
+    """
+    if channels is None:
+        return None
+    is_integer = isinstance(channels, (int, np.integer)) and not isinstance(channels, (bool, np.bool_))
+    if is_integer and int(channels) in IMAGE_CHANNELS:  # type: ignore[call-overload]
+        return int(channels)  # type: ignore[call-overload]
+    raise ProbeError(
+        f"channels must be None (RGB, the default), 3 (RGB) or 1 (grayscale: the luminance "
+        f"0.299 R + 0.587 G + 0.114 B), got {channels!r}."
+    )
+
+
+def check_labels(labels: object, num_samples: int, classes: Sequence[str] | None) -> list[int]:
+    """Validate labels ``[N]`` and return them as a list of Python ints.
+
+    Args:
+        labels: an integer tensor ``[N]``, an integer numpy array ``[N]``, or a sequence of ``N`` class
+            indices, each a Python int, a numpy integer (``np.int64(0)``) or a 0-d integer tensor.
+        num_samples: ``N``, the number of images.
+        classes: class names; labels must then be in ``0..len(classes) - 1``.
+
+    Raises:
+        ProbeError: a float or bool dtype, wrong shape or length, a value that is not an integer, a negative
+            label, or a label ``>= len(classes)`` (naming the sample).
 
     Example:
         >>> check_labels(torch.tensor([0, 2]), 2, None)
         [0, 2]
+        >>> check_labels(np.array([1, 0], dtype=np.int32), 2, None), check_labels([np.int64(1)], 1, None)
+        ([1, 0], [1])
     """
-    if isinstance(labels, Tensor):
-        if labels.dtype in (torch.bool,) or labels.is_floating_point() or labels.is_complex():
-            raise ProbeError(f"labels must be integers (a LongTensor), got dtype {labels.dtype}.")
-        if labels.ndim != 1:
-            raise ProbeError(f"labels must have shape [N], got {tuple(labels.shape)}.")
-        values = [int(v) for v in labels.tolist()]
+    if isinstance(labels, (Tensor, np.ndarray)):
+        values = _label_array(labels)
+    elif isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+        raise ProbeError(
+            f"labels must be an integer tensor [N], a numpy array [N] or a list of N ints, got "
+            f"{type(labels).__name__}."
+        )
     else:
-        values = list(labels)  # type: ignore[call-overload]
-        for i, value in enumerate(values):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ProbeError(f"sample {i}: label {value!r} is not an int; labels must be class indices.")
+        values = [class_index(value, f"sample {i}") for i, value in enumerate(labels)]
     if len(values) != num_samples:
         raise ProbeError(f"got {len(values)} labels for {num_samples} images; give one label per image.")
     for i, value in enumerate(values):
@@ -160,13 +200,55 @@ def check_labels(labels: object, num_samples: int, classes: Sequence[str] | None
     return values
 
 
-def check_label(label: int, classes: Sequence[str] | None, where: str) -> int:
-    """Validate one class index against ``classes`` (when given).
+def _label_array(labels: Tensor | np.ndarray) -> list[int]:
+    """The values of an integer tensor or numpy array ``[N]``."""
+    if isinstance(labels, Tensor):
+        integer = not (labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex())
+    else:
+        integer = labels.dtype.kind in "iu"
+    if not integer:
+        raise ProbeError(
+            f"labels must be integers (a LongTensor or an integer numpy array), got dtype {labels.dtype}; "
+            "labels are class indices."
+        )
+    if labels.ndim != 1:
+        raise ProbeError(f"labels must have shape [N], got {tuple(labels.shape)}.")
+    return [int(v) for v in labels.tolist()]
+
+
+def class_index(value: object, where: str) -> int:
+    """``value`` as a Python int: an int, a numpy integer or a 0-d integer tensor (bools are refused).
+
+    Raises:
+        ProbeError: ``value`` is a bool, a float, a string or anything else that is not an integer.
 
     Example:
-        >>> check_label(1, ["cat", "dog"], "sample 0")
+        >>> class_index(np.int64(2), "sample 0"), class_index(torch.tensor(1), "sample 1")
+        (2, 1)
+    """
+    is_bool = isinstance(value, (bool, np.bool_)) or (isinstance(value, Tensor) and value.dtype == torch.bool)
+    try:
+        if is_bool:
+            raise TypeError("a bool is not a class index")
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise ProbeError(
+            f"{where}: label {value!r} is not an int; labels are class indices (Python ints, numpy "
+            "integers or 0-d integer tensors)."
+        ) from err
+
+
+def check_label(label: object, classes: Sequence[str] | None, where: str) -> int:
+    """Validate one class index (an int, a numpy integer or a 0-d integer tensor) against ``classes``.
+
+    Returns:
+        The label as a Python int.
+
+    Example:
+        >>> check_label(np.int64(1), ["cat", "dog"], "sample 0")
         1
     """
+    label = class_index(label, where)
     if label < 0:
         raise ProbeError(f"{where}: label {label} is negative; labels are class indices 0..C-1.")
     if classes is not None and label >= len(classes):
@@ -244,13 +326,16 @@ def split_masks(
 
 
 __all__ = [
+    "IMAGE_CHANNELS",
     "check_boxes",
+    "check_channels",
     "check_images",
     "check_label",
     "check_labels",
     "check_length",
     "check_masks",
     "check_transform",
+    "class_index",
     "split_boxes",
     "split_masks",
 ]

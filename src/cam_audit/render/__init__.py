@@ -2,6 +2,7 @@
 
 from cam_audit.render.overlays import (
     PNG_COMPRESS_LEVEL,
+    as_rgb,
     colormap,
     colour_bar,
     hwc_uint8,
@@ -15,6 +16,7 @@ from cam_audit.render.overlays import (
 
 __all__ = [
     "PNG_COMPRESS_LEVEL",
+    "as_rgb",
     "colormap",
     "colour_bar",
     "hwc_uint8",

@@ -2,7 +2,7 @@
 
 Maps are scored raw; only here are they scaled for display, each by its own maximum so that zero stays
 black-blue and the hottest pixel is red. The object region is outlined in green, the spurious region in
-magenta.
+magenta. One-channel (grayscale) images are drawn as gray: their channel is repeated to three.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from cam_audit.errors import CamAuditError
 from cam_audit.report.atomic import write_atomic
 
 OBJECT_COLOUR = (0.1, 1.0, 0.2)
@@ -40,6 +41,27 @@ def colormap(values: Tensor) -> Tensor:
     x = values.clamp(0, 1).unsqueeze(1)
     centres = torch.tensor([0.75, 0.5, 0.25], device=values.device).view(1, 3, 1, 1)
     return (1.5 - (4 * (x - centres)).abs()).clamp(0, 1)
+
+
+def as_rgb(images: Tensor) -> Tensor:
+    """Images ``[..., C, H, W]`` with three channels: a one-channel (grayscale) image repeated as gray.
+
+    Raises:
+        CamAuditError: the channel dimension (third from the end) is neither 1 nor 3.
+
+    Example:
+        >>> as_rgb(torch.full((2, 1, 4, 4), 0.5)).shape, as_rgb(torch.full((1, 4, 4), 0.5))[:, 0, 0].tolist()
+        (torch.Size([2, 3, 4, 4]), [0.5, 0.5, 0.5])
+    """
+    channels = images.shape[-3] if images.ndim >= 3 else 0
+    if channels == 3:
+        return images
+    if channels == 1:
+        return images.expand(*images.shape[:-3], 3, *images.shape[-2:])
+    raise CamAuditError(
+        f"images to draw must be [..., 3, H, W] (colour) or [..., 1, H, W] (grayscale), got "
+        f"{tuple(images.shape)}."
+    )
 
 
 def scale_for_display(maps: Tensor) -> Tensor:
@@ -65,7 +87,7 @@ def overlay(
     """Blend heatmaps onto images and draw the region outlines.
 
     Args:
-        images: float [N, 3, H, W] (or [N, 1, H, W], grey) in [0, 1].
+        images: float [N, 3, H, W] in [0, 1], or [N, 1, H, W] (grayscale, drawn as gray).
         maps: float [N, H, W] >= 0, raw.
         regions: bool [N, H, W] object regions, outlined in green.
         spurious: bool [N, H, W] spurious regions, outlined in magenta.
@@ -75,7 +97,7 @@ def overlay(
         float [N, 3, H, W] in [0, 1].
     """
     heat = colormap(scale_for_display(maps.float()))
-    out = ((1 - alpha) * images.float().clamp(0, 1) + alpha * heat).clamp(0, 1)
+    out = ((1 - alpha) * as_rgb(images.float().clamp(0, 1)) + alpha * heat).clamp(0, 1)
     for mask, colour in ((regions, OBJECT_COLOUR), (spurious, SPURIOUS_COLOUR)):
         if mask is not None and bool(mask.any()):
             edge = outline(mask.to(out.device)).unsqueeze(1)
@@ -110,8 +132,7 @@ def overlay_grid(
         float tensor [3, H', W'] in [0, 1].
     """
     blended = overlay(images, maps, regions, spurious)
-    shown = images.float().clamp(0, 1).expand(-1, 3, -1, -1)  # a one-channel image is shown in grey
-    pairs = torch.cat([shown, blended], dim=3)
+    pairs = torch.cat([as_rgb(images.float().clamp(0, 1)), blended], dim=3)
     if scale > 1:
         pairs = nnf.interpolate(pairs, scale_factor=scale, mode="nearest")
     if captions is not None:
@@ -127,7 +148,7 @@ PNG_COMPRESS_LEVEL = 3
 
 
 def png_bytes(image: Tensor) -> bytes:
-    """A float [3, H, W] image in [0, 1] encoded as PNG.
+    """A float [3, H, W] (or grayscale [1, H, W]) image in [0, 1] encoded as an RGB PNG.
 
     Example:
         >>> png_bytes(torch.ones(3, 2, 2))[:8]
@@ -139,17 +160,24 @@ def png_bytes(image: Tensor) -> bytes:
 
 
 def save_png(image: Tensor, path: str | os.PathLike) -> Path:
-    """Write a float [3, H, W] image in [0, 1] as PNG; returns the path."""
-    return write_atomic(path, png_bytes(image))  # replaced whole: no reader sees half a PNG
+    """Write a float [3, H, W] (or grayscale [1, H, W]) image in [0, 1] as an RGB PNG; returns the path.
+
+    The file is replaced whole: no reader sees half a PNG."""
+    return write_atomic(path, png_bytes(image))
 
 
 def hwc_uint8(image: Tensor) -> Any:
     """A float [3, H, W] image in [0, 1] as a uint8 [H, W, 3] array, the pixels :func:`save_png` writes.
 
-    Weights & Biases stores float arrays without scaling them to 0-255 (a white grid came out black),
-    so loggers are given bytes, not floats.
+    A grayscale [1, H, W] image comes out as a gray [H, W, 3]. Weights & Biases stores float arrays
+    without scaling them to 0-255 (a white grid came out black), so loggers are given bytes, not floats.
+
+    Example:
+        >>> hwc_uint8(torch.ones(1, 2, 2)).shape
+        (2, 2, 3)
     """
-    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    rgb = as_rgb(image.detach())
+    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def _caption(pair: Tensor, text: str) -> Tensor:
@@ -162,6 +190,7 @@ def _caption(pair: Tensor, text: str) -> Tensor:
 
 
 __all__ = [
+    "as_rgb",
     "colormap",
     "colour_bar",
     "hwc_uint8",
