@@ -18,6 +18,13 @@ when the config is parsed, so a typo fails at once. The command writes into ``--
 
 Exit codes, like ``cam-audit gate``: 0 the model passes the policy, 1 it fails (each failed rule printed),
 2 bad config, arguments, checkpoint or probe (a one-line message, never a traceback).
+
+With ``--baseline CHAMPION.json`` (a report of the model this one would replace, on the same probe) the
+audit is also compared with it (:meth:`~cam_audit.report.AuditReport.compare`, ``--max_regression``,
+``--scores``): the page shows the comparison and the samples that got most worse (beside the champion's
+overlays when ``--baseline_overlays`` names its ``cam-audit audit`` folder, or when the report lies in
+one), and the exit code is the promotion's, like ``cam-audit gate --baseline``: 0 promote, 1 do not
+promote, 2 bad input (also a baseline of another probe, target or method, checked before the audit).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cam_audit.errors import CamAuditError
-from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.report import AuditReport, Comparison, ShortcutPolicy
+from cam_audit.report.compare import check_options
+from cam_audit.report.pairing import check_comparable
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 PROG = "cam-audit audit"
@@ -77,6 +86,16 @@ def build_parser() -> Any:
                         "highest spurious_lift)")
     parser.add_argument("--overlays", type=bool, default=True, help="write one overlay PNG per sample")
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar on stderr")
+    parser.add_argument("--baseline", type=Path | None, default=None,
+                        help="report.json of the champion on the same probe: compare, and exit 1 when this "
+                        "model should not replace it")
+    parser.add_argument("--baseline_overlays", type=Path | None, default=None,
+                        help="the champion's `cam-audit audit` folder (or its overlays/): its overlays "
+                        "beside the samples that got most worse (default: overlays/ next to --baseline)")
+    parser.add_argument("--max_regression", type=float, default=0.05,
+                        help="largest tolerated fall of a judged score against --baseline, as a fraction")
+    parser.add_argument("--scores", type=list[str], default=["focus_lift"],
+                        help="scores judged against --baseline")
     return parser
 
 
@@ -92,15 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(err)} (see {PROG} --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        report = run_audit(config, parser)
+        report, comparison = run_audit(config, parser)
     except CamAuditError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return EXIT_PASS if report.passed else EXIT_FAIL
+    passed = report.passed if comparison is None else comparison.passed
+    return EXIT_PASS if passed else EXIT_FAIL
 
 
-def run_audit(config: Any, parser: Any) -> AuditReport:
-    """Load the model and probe of a parsed config, audit, write the outputs and print the verdict."""
+def run_audit(config: Any, parser: Any) -> tuple[AuditReport, Comparison | None]:
+    """Load the model and probe of a parsed config, audit, write the outputs and print the verdict.
+
+    Returns:
+        The report and, with ``--baseline``, its comparison with the champion.
+    """
     from cam_audit import audit
     from cam_audit.render.html import write_html
 
@@ -114,6 +138,7 @@ def run_audit(config: Any, parser: Any) -> AuditReport:
     checkpoint = Path(init.checkpoint)
     model = load_model(init.model, checkpoint, init.model_args, init.device)
     probe = init.probe.load()
+    baseline, baseline_overlays = _load_baseline(init, probe)
     out = Path(init.out)
     overlay_dir = out / "overlays"
     written: dict[int, Path] = {}
@@ -148,9 +173,47 @@ def run_audit(config: Any, parser: Any) -> AuditReport:
     )
     report.to_json(out / "report.json")
     report.to_csv(out / "samples.csv")
-    page = write_html(report, out / "index.html", overlays=written, worst=init.worst)
+    comparison = None if baseline is None else report.compare(baseline, init.max_regression, init.scores)
+    page = write_html(report, out / "index.html", overlays=written, worst=init.worst, comparison=comparison,
+                      baseline_overlays=baseline_overlays)
     _print_result(report, out, page)
-    return report
+    if comparison is not None:
+        print("\n".join(comparison.to_text(str(checkpoint), str(init.baseline))))
+    return report, comparison
+
+
+def _load_baseline(init: Any, probe: Any) -> tuple[AuditReport | None, dict[int, Path]]:
+    """The champion's report of ``--baseline`` and its overlays, checked against this audit's probe and
+    options before any time is spent (``(None, {})`` without ``--baseline``)."""
+    if init.baseline is None:
+        if init.baseline_overlays is not None:
+            raise CamAuditError("--baseline_overlays needs the champion's report: add --baseline FILE")
+        return None, {}
+    check_options(init.max_regression, init.scores)
+    baseline = AuditReport.from_json(init.baseline)
+    mine = {"probe_fingerprint": probe.fingerprint(), "target": init.target, "method": init.method}
+    try:
+        check_comparable(mine, baseline.meta)
+    except CamAuditError as err:
+        raise CamAuditError(f"--baseline {init.baseline}: {err}") from err
+    return baseline, _baseline_overlays(init)
+
+
+def _baseline_overlays(init: Any) -> dict[int, Path]:
+    """The champion's overlay PNGs by probe index, from ``--baseline_overlays`` or beside ``--baseline``."""
+    folder = init.baseline_overlays
+    if folder is None:
+        folder = Path(init.baseline).parent / "overlays"
+        if not folder.is_dir():
+            return {}
+    folder = Path(folder)
+    if (folder / "overlays").is_dir():
+        folder = folder / "overlays"
+    if not folder.is_dir():
+        raise CamAuditError(
+            f"--baseline_overlays {folder} is not a folder; give the --out folder of the champion's audit"
+        )
+    return {int(png.stem): png for png in sorted(folder.glob("*.png")) if png.stem.isdigit()}
 
 
 def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], device: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Union
 import pandas as pd
 
 from cam_audit.errors import CamAuditError
-from cam_audit.report import SUMMARY_KEYS, AuditReport
+from cam_audit.report import SUMMARY_KEYS, AuditReport, Comparison
 
 #: Per-sample numbers shown under each overlay.
 SAMPLE_KEYS = ("focus", "focus_lift", "spurious_mass", "spurious_lift", "confidence", "cf_flip", "cf_paste")
@@ -50,6 +50,9 @@ ul.flags li { color: #b71c1c; margin: 2px 0; }
 .card .missing { width: 200px; height: 90px; background: #eee; color: #777; padding: 8px; }
 .wide { overflow-x: auto; } .meta td { text-align: left; } .legend { font-size: 13px; color: #444; }
 .object { color: #1a9f2a; font-weight: bold; } .spurious { color: #d010c0; font-weight: bold; }
+tr.regression td { background: #fde0e0; } tr.worse td { background: #fff4e0; }
+tr.better td { background: #e3f5e6; } .pair { display: flex; gap: 6px; }
+.pair figure { margin: 0; } .pair figcaption { font-size: 11px; color: #555; }
 """
 
 
@@ -58,6 +61,8 @@ def render_html(
     overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
     worst: int = 8,
     title: str | None = None,
+    comparison: Comparison | None = None,
+    baseline_overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
 ) -> str:
     """The report as one HTML page.
 
@@ -68,6 +73,9 @@ def render_html(
         worst: how many samples to show in each of the two lists: lowest ``focus_lift`` and highest
             ``spurious_lift``.
         title: the page title (default: the model class and the verdict).
+        comparison: this report against a champion's (:meth:`AuditReport.compare`): shown after the
+            flags, with the samples that got most worse (see :mod:`cam_audit.render.compare_html`).
+        baseline_overlays: the champion's overlay PNGs by probe index, shown beside the candidate's.
 
     Returns:
         The page as a string.
@@ -98,6 +106,7 @@ def render_html(
         f"<h1>{escape(title)}</h1>",
         f'<p><span class="verdict {"pass" if passed else "fail"}">{badge}</span></p>',
         _flags(report),
+        *(_comparison(comparison, overlays, baseline_overlays, worst) if comparison is not None else []),
         "<h2>Summary</h2>",
         _summary_table(report.summary),
         _meta_table(report.meta),
@@ -131,12 +140,23 @@ def write_html(
     overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
     worst: int = 8,
     title: str | None = None,
+    comparison: Comparison | None = None,
+    baseline_overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
 ) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report, overlays, worst=worst, title=title), encoding="utf-8")
+    page = render_html(report, overlays, worst=worst, title=title, comparison=comparison,
+                       baseline_overlays=baseline_overlays)
+    path.write_text(page, encoding="utf-8")
     return path
+
+
+def _comparison(comparison: Comparison, overlays: Overlays, baseline_overlays: Overlays | None,
+                worst: int) -> list[str]:
+    from cam_audit.render.compare_html import comparison_section
+
+    return comparison_section(comparison, overlays, baseline_overlays, worst)
 
 
 def _flags(report: AuditReport) -> str:
