@@ -294,3 +294,19 @@ def test_worst_samples_are_the_largest_drops_first(champion):
     assert set(worst["index"]) == {7, 3} and (worst["focus_lift_delta"] < 0).all()
     assert worst["focus_lift_delta"].is_monotonic_increasing  # the largest drop first
     assert len(comparison.worst_samples(30)) == 24
+
+
+def test_a_change_many_times_the_champions_value_is_given_as_a_difference():
+    from cam_audit.report.compare_text import row_sentence
+
+    settings = {"confidence": 0.95, "max_regression": 0.05, "level": 0.01}
+    row = pd.Series({"score": "spurious_mass", "scope": "probe", "baseline": 0.0042, "candidate": 0.124,
+                     "delta": 0.1198, "ci_low": 0.117, "ci_high": 0.123, "p_value": 1e-4, "judged": False,
+                     "verdict": "worse"})
+    assert row_sentence(row, settings) == (
+        "spurious_mass 0.124 vs 0.004 (+0.120, 95% CI +0.117 to +0.123, p < 0.001): the candidate is worse "
+        "than the champion (lower is better); reported, not judged"
+    )
+    row = row.copy()
+    row.update({"baseline": 0.5, "candidate": 0.6, "delta": 0.1, "ci_low": 0.08, "ci_high": 0.12})
+    assert row_sentence(row, settings).startswith("spurious_mass 0.600 vs 0.500 (+20%, 95% CI +16% to +24%")
