@@ -16,8 +16,8 @@ import pandas as pd
 from cam_audit import keys
 from cam_audit.render.html import Overlays, _base64, _number
 from cam_audit.report import Comparison
-from cam_audit.report.compare import relative
 from cam_audit.report.compare_text import p_cell
+from cam_audit.report.paired import relative
 
 
 def comparison_section(

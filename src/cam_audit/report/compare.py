@@ -24,8 +24,9 @@ import pandas as pd
 
 from cam_audit import keys
 from cam_audit.errors import ReportError
+from cam_audit.report.compare_text import flag_sentences, markdown, row_sentences, text_lines
 from cam_audit.report.jsonio import clean, number
-from cam_audit.report.paired import DEFAULT_RESAMPLES, bootstrap_ci, holm, sign_flip_p
+from cam_audit.report.paired import DEFAULT_RESAMPLES, bootstrap_ci, holm, relative, sign_flip_p
 from cam_audit.report.pairing import check_comparable, checked_scores, comparable_scores, pair_samples
 from cam_audit.report.policy import Finding, ShortcutPolicy, Verdict
 
@@ -103,14 +104,10 @@ class Comparison:
 
     def to_markdown(self, candidate: str = "candidate", baseline: str = "champion") -> str:
         """A table and the reasons, fit for a pull-request comment (see :mod:`.compare_text`)."""
-        from cam_audit.report.compare_text import markdown
-
         return markdown(self, candidate, baseline)
 
     def to_text(self, candidate: str = "candidate", baseline: str = "champion") -> list[str]:
         """Lines for a terminal: the decision, then the reasons (or, when it promotes, the findings)."""
-        from cam_audit.report.compare_text import text_lines
-
         return text_lines(self, candidate, baseline)
 
 
@@ -175,8 +172,6 @@ def compare(
     ]
     table = _with_verdicts(pd.DataFrame(rows), settings)
     verdicts = (_judge(policy, candidate), _judge(policy, baseline))
-    from cam_audit.report.compare_text import flag_sentences, row_sentences
-
     found, blocking = row_sentences(table, settings)
     new_flags = _new_flags(*verdicts)
     flagged, flag_reasons = flag_sentences(verdicts[0], new_flags)
@@ -233,19 +228,6 @@ def _with_verdicts(table: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataF
             verdicts.append("ok")
     table["verdict"] = verdicts
     return table.loc[:, list(TABLE_COLUMNS)]
-
-
-def relative(value: float, reference: float) -> float:
-    """``value`` as a fraction of ``|reference|`` (±inf for a change from 0, NaN without a reference).
-
-    >>> relative(-0.5, 5.0), relative(0.0, 0.0), relative(0.1, 0.0)
-    (-0.1, 0.0, inf)
-    """
-    if math.isnan(value) or math.isnan(reference):
-        return math.nan
-    if reference == 0:
-        return 0.0 if value == 0 else math.copysign(math.inf, value)
-    return value / abs(reference)
 
 
 def _judge(policy: ShortcutPolicy, report: AuditReport) -> Verdict:
@@ -313,5 +295,4 @@ __all__ = [
     "Comparison",
     "check_options",
     "compare",
-    "relative",
 ]

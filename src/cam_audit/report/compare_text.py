@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from cam_audit import keys
-from cam_audit.report.compare import relative
+from cam_audit.report.paired import relative
 from cam_audit.report.policy import Finding, Verdict
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ probe sample scored by both models) and is reproducible: every random draw comes
   sums of all ``2**n`` sign patterns (exact, for ``n <= EXACT_MAX_PAIRS``) or of ``resamples`` random
   ones (Monte Carlo, with ``p = (1 + hits) / (1 + resamples)``, which never reports 0: Phipson & Smyth,
   "Permutation p-values should never be zero", *Stat. Appl. Genet. Mol. Biol.* 9(1), 2010).
+- :func:`relative`: a change as a share of the champion's value (how ``max_regression`` reads it).
 - :func:`holm`: Holm's step-down procedure, which keeps the family-wise error rate of several tests at
   ``level`` (Holm, "A simple sequentially rejective multiple test procedure", *Scand. J. Statist.*
   6(2), 1979).
@@ -125,10 +126,23 @@ def holm(p_values: Sequence[float], level: float) -> list[bool]:
     return rejected
 
 
+def relative(value: float, reference: float) -> float:
+    """``value`` as a fraction of ``|reference|`` (±inf for a change from 0, NaN without a reference).
+
+    >>> relative(-0.5, 5.0), relative(0.0, 0.0), relative(0.1, 0.0)
+    (-0.1, 0.0, inf)
+    """
+    if math.isnan(value) or math.isnan(reference):
+        return math.nan
+    if reference == 0:
+        return 0.0 if value == 0 else math.copysign(math.inf, value)
+    return value / abs(reference)
+
+
 def _chunks(total: int, width: int) -> list[int]:
     """Row counts that add up to ``total``, each block holding at most ``_CHUNK_VALUES`` numbers."""
     step = max(1, _CHUNK_VALUES // max(width, 1))
     return [min(step, total - start) for start in range(0, total, step)]
 
 
-__all__ = ["DEFAULT_RESAMPLES", "EXACT_MAX_PAIRS", "bootstrap_ci", "holm", "sign_flip_p"]
+__all__ = ["DEFAULT_RESAMPLES", "EXACT_MAX_PAIRS", "bootstrap_ci", "holm", "relative", "sign_flip_p"]
