@@ -53,8 +53,9 @@ class Comparison:
             ``"regression"`` (judged, significant, beyond ``max_regression``: blocks), ``"worse"`` (the
             same on a row that is not judged), ``"better"`` (significant, beyond ``max_regression`` the
             right way), ``"ok"`` (neither) or ``"no data"`` (no sample scored by both).
-        findings: sentences with the numbers: each judged score probe-wide, every row that is not
-            ``"ok"``, and the candidate's policy flags.
+        findings: sentences with the numbers: each judged score probe-wide and in each class where it is
+            a regression or better, each other score probe-wide where it is worse or better, and the
+            candidate's policy flags.
         reasons: the findings that stop the promotion (empty when ``passed``).
         new_flags: the candidate's policy findings whose rule and scope the baseline does not fail.
         candidate_verdict: the candidate judged by the comparison's policy.

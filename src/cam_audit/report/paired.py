@@ -7,12 +7,13 @@ probe sample scored by both models) and is reproducible: every random draw comes
 - :func:`bootstrap_ci`: percentile bootstrap interval of the mean difference (Efron & Tibshirani,
   *An Introduction to the Bootstrap*, 1993, ch. 13).
 - :func:`sign_flip_p`: two-sided paired permutation (sign-flip) test of the mean difference (Fisher,
-  *The Design of Experiments*, 1935, sec. 21; Good, *Permutation, Parametric, and Bootstrap Tests of
-  Hypotheses*, 2005, sec. 3.7). Under the null hypothesis that the two models are exchangeable on each
-  sample, every difference is as likely to have either sign, so the observed sum is compared with the
-  sums of all ``2**n`` sign patterns (exact, for ``n <= EXACT_MAX_PAIRS``) or of ``resamples`` random
-  ones (Monte Carlo, with ``p = (1 + hits) / (1 + resamples)``, which never reports 0: Phipson & Smyth,
-  "Permutation p-values should never be zero", *Stat. Appl. Genet. Mol. Biol.* 9(1), 2010).
+  *The Design of Experiments*, 1935, ch. III, on Darwin's paired plants; Good, *Permutation,
+  Parametric, and Bootstrap Tests of Hypotheses*, 3rd ed., 2005). Under the null hypothesis that the
+  two models are exchangeable on each sample, every difference is as likely to have either sign, so the
+  observed sum is compared with the sums of all ``2**n`` sign patterns (exact, for
+  ``n <= EXACT_MAX_PAIRS``) or of ``resamples`` random ones (Monte Carlo, with
+  ``p = (1 + hits) / (1 + resamples)``, which never reports 0: Phipson & Smyth, "Permutation p-values
+  should never be zero", *Stat. Appl. Genet. Mol. Biol.* 9(1), 2010).
 - :func:`relative`: a change as a share of the champion's value (how ``max_regression`` reads it).
 - :func:`holm`: Holm's step-down procedure, which keeps the family-wise error rate of several tests at
   ``level`` (Holm, "A simple sequentially rejective multiple test procedure", *Scand. J. Statist.*
