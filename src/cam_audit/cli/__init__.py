@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     from cam_audit.cli.gate import add_gate_arguments
 
     add_gate_arguments(
-        sub.add_parser("gate", help="exit 0 if a report passes the policy, 1 if not, 2 on bad input")
+        sub.add_parser("gate", help="exit 0 if a report passes the policy (with --baseline: if it may "
+                       "replace the champion), 1 if not, 2 on bad input")
     )
     return parser
 

@@ -21,12 +21,18 @@ also a model whose weights or logits are NaN or infinite), 2 bad config, argumen
 device or output folder (a one-line message, never a traceback). ``--out`` and ``--device`` are checked
 before anything is loaded. The outputs are written into a new folder beside ``--out`` and swapped in at
 the end, so a failed or interrupted audit leaves ``--out`` as it was.
+
+With ``--baseline CHAMPION.json`` (a report of the model this one would replace, on the same probe) the
+audit is also compared with it (:meth:`~cam_audit.report.AuditReport.compare`, ``--max_regression``,
+``--scores``): the page shows the comparison and the samples that got most worse (beside the champion's
+overlays when ``--baseline_overlays`` names its ``cam-audit audit`` folder, or when the report lies in
+one), and the exit code is the promotion's, like ``cam-audit gate --baseline``: 0 promote, 1 do not
+promote, 2 bad input (also a baseline of another probe, target or method, checked before the audit).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import shutil
 import sys
@@ -34,10 +40,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from cam_audit.cli.loading import (
+    check_device,
+    check_finite_weights,
+    checkpoint_position,
+    import_forward,
+    load_model,
+    one_line,
+)
 from cam_audit.cli.out_dir import prepare_out, swap_in
 from cam_audit.errors import CamAuditError, NonFiniteModelError
 from cam_audit.keys import HEADLINE_KEYS
-from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.report import AuditReport, Comparison, ShortcutPolicy
+from cam_audit.report.compare import check_options
+from cam_audit.report.pairing import check_comparable
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROG = "cam-audit audit"
@@ -86,6 +102,16 @@ def build_parser() -> Any:
                         "highest spurious_lift)")
     parser.add_argument("--overlays", type=bool, default=True, help="write one overlay PNG per sample")
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar on stderr")
+    parser.add_argument("--baseline", type=Path | None, default=None,
+                        help="report.json of the champion on the same probe: compare, and exit 1 when this "
+                        "model should not replace it")
+    parser.add_argument("--baseline_overlays", type=Path | None, default=None,
+                        help="the champion's `cam-audit audit` folder (or its overlays/): its overlays "
+                        "beside the samples that got most worse (default: overlays/ next to --baseline)")
+    parser.add_argument("--max_regression", type=float, default=0.05,
+                        help="largest tolerated fall of a judged score against --baseline, as a fraction")
+    parser.add_argument("--scores", type=list[str], default=["focus_lift"],
+                        help="scores judged against --baseline")
     return parser
 
 
@@ -98,30 +124,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or jsonargparse giving up
         return int(stop.code or 0)
     except (argparse.ArgumentError, ValueError, TypeError) as err:
-        print(f"{PROG}: error: {_one_line(err)} (see {PROG} --help)", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)} (see {PROG} --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        report = run_audit(config, parser)
+        report, comparison = run_audit(config, parser)
     except NonFiniteModelError as err:  # the model is broken: it fails, as a failed verdict does
-        print(f"{PROG}: FAIL: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: FAIL: {one_line(err)}", file=sys.stderr)
         return EXIT_FAIL
     except CamAuditError as err:
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:
-        print(f"{PROG}: error: {err.filename or ''}: {err.strerror or _one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {err.filename or ''}: {err.strerror or one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; --out was left as it was", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # a model's forward that fails on the probe, a broken probe source, ...
-        print(f"{PROG}: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return EXIT_PASS if report.passed else EXIT_FAIL
+    passed = report.passed if comparison is None else comparison.passed
+    return EXIT_PASS if passed else EXIT_FAIL
 
 
-def run_audit(config: Any, parser: Any) -> AuditReport:
-    """Check the options, device and output folder, then audit into a new folder and swap it in."""
+def run_audit(config: Any, parser: Any) -> tuple[AuditReport, Comparison | None]:
+    """Check the options, device and output folder, then audit into a new folder and swap it in.
+
+    Returns:
+        The report and, with ``--baseline``, its comparison with the champion.
+    """
     # `instantiate` replaced `instantiate_classes` in jsonargparse 4.49
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
     init = instantiate(config)
@@ -133,24 +164,28 @@ def run_audit(config: Any, parser: Any) -> AuditReport:
     out = Path(init.out)
     stage = prepare_out(out)
     try:
-        report = _audit_into(init, stage)
+        report, comparison = _audit_into(init, stage)
         swap_in(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # gone already once swapped in
     _print_result(report, out, out / "index.html")
-    return report
+    if comparison is not None:
+        print("\n".join(comparison.to_text(str(init.checkpoint), str(init.baseline))))
+    return report, comparison
 
 
-def _audit_into(init: Any, stage: Path) -> AuditReport:
-    """Load the model and probe, audit, and write every output into ``stage``."""
+def _audit_into(init: Any, stage: Path) -> tuple[AuditReport, Comparison | None]:
+    """Load the model, the probe and the champion's report, audit, compare, and write every output into
+    ``stage``."""
     from cam_audit import audit
     from cam_audit.render.html import write_html
 
     checkpoint = Path(init.checkpoint)
-    forward = _import_forward(init.forward)
+    forward = import_forward(init.forward)
     model = load_model(init.model, checkpoint, init.model_args, init.device)
     check_finite_weights(model, checkpoint)
     probe = init.probe.load()
+    baseline, baseline_overlays = _load_baseline(init, probe)
     written: dict[int, Path] = {}
     bar = _progress_bar(len(probe), init.progress)
 
@@ -180,15 +215,51 @@ def _audit_into(init: Any, stage: Path) -> AuditReport:
     report.meta.update(
         checkpoint=str(checkpoint),
         model_class_path=init.model,
-        **_checkpoint_position(checkpoint),
+        **checkpoint_position(checkpoint),
     )
+    comparison = None if baseline is None else report.compare(baseline, init.max_regression, init.scores)
     try:
         report.to_json(stage / "report.json")
         report.to_csv(stage / "samples.csv")
-        write_html(report, stage / "index.html", overlays=written, worst=init.worst)
+        write_html(report, stage / "index.html", overlays=written, worst=init.worst, comparison=comparison,
+                   baseline_overlays=baseline_overlays)
     except OSError as err:
         raise _write_error(err, Path(init.out)) from err
-    return report
+    return report, comparison
+
+
+def _load_baseline(init: Any, probe: Any) -> tuple[AuditReport | None, dict[int, Path]]:
+    """The champion's report of ``--baseline`` and its overlays, checked against this audit's probe and
+    options before any time is spent (``(None, {})`` without ``--baseline``)."""
+    if init.baseline is None:
+        if init.baseline_overlays is not None:
+            raise CamAuditError("--baseline_overlays needs the champion's report: add --baseline FILE")
+        return None, {}
+    check_options(init.max_regression, init.scores)
+    baseline = AuditReport.from_json(init.baseline)
+    mine = {"probe_fingerprint": probe.fingerprint(), "target": init.target, "method": init.method}
+    try:
+        check_comparable(mine, baseline.meta)
+    except CamAuditError as err:
+        raise CamAuditError(f"--baseline {init.baseline}: {err}") from err
+    return baseline, _baseline_overlays(init)
+
+
+def _baseline_overlays(init: Any) -> dict[int, Path]:
+    """The champion's overlay PNGs by probe index, from ``--baseline_overlays`` or beside ``--baseline``."""
+    folder = init.baseline_overlays
+    if folder is None:
+        folder = Path(init.baseline).parent / "overlays"
+        if not folder.is_dir():
+            return {}
+    folder = Path(folder)
+    if (folder / "overlays").is_dir():
+        folder = folder / "overlays"
+    if not folder.is_dir():
+        raise CamAuditError(
+            f"--baseline_overlays {folder} is not a folder; give the --out folder of the champion's audit"
+        )
+    return {int(png.stem): png for png in sorted(folder.glob("*.png")) if png.stem.isdigit()}
 
 
 def _write_error(err: OSError, out: Path) -> CamAuditError:
@@ -196,131 +267,6 @@ def _write_error(err: OSError, out: Path) -> CamAuditError:
         f"cannot write the outputs of --out {out} ({err.filename or out}): {err.strerror or err}; check the "
         "free space and the permissions there"
     )
-
-
-def check_device(device: str) -> None:
-    """Refuse a ``--device`` this machine does not have, before anything is loaded.
-
-    Raises:
-        CamAuditError: not a torch device, no CUDA (or MPS, XPU) where one is named, or a device index
-            beyond the number of devices.
-    """
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise CamAuditError(f"--device {device!r} is not a torch device ({_one_line(err)}); use cpu, cuda, "
-                            "cuda:N or mps") from err
-    if parsed.type == "cpu":
-        return
-    if parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise CamAuditError(f"--device {device}: MPS is not available on this machine; use --device cpu")
-        return
-    backend = getattr(torch, parsed.type, None) if parsed.type in ("cuda", "xpu") else None
-    if backend is None:
-        raise CamAuditError(f"--device {device}: device type '{parsed.type}' is not supported here; use cpu, "
-                            "cuda, cuda:N or mps")
-    count = backend.device_count() if backend.is_available() else 0
-    if count == 0:
-        raise CamAuditError(f"--device {device}: torch {torch.__version__} sees no {parsed.type.upper()} "
-                            "device on this machine; use --device cpu")
-    if parsed.index is not None and parsed.index >= count:
-        raise CamAuditError(f"--device {device}: this machine has {count} {parsed.type.upper()} device(s), "
-                            f"{parsed.type}:0 to {parsed.type}:{count - 1}")
-
-
-def check_finite_weights(model: Any, checkpoint: Path) -> None:
-    """Refuse a model with a NaN or infinite parameter or buffer (a diverged run), naming the first."""
-    import torch
-
-    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        for name, tensor in named:
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                bad = int((~torch.isfinite(tensor)).sum())
-                raise NonFiniteModelError(
-                    f"{kind} '{name}' of checkpoint {checkpoint} holds {bad} of {tensor.numel()} values "
-                    "that are NaN or infinite; the weights are broken (a diverged run?): audit an earlier "
-                    "checkpoint"
-                )
-
-
-def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], device: str) -> Any:
-    """The model of ``class_path`` with the weights of ``checkpoint``, in eval mode on ``device``.
-
-    A class with ``load_from_checkpoint`` (a LightningModule) restores itself, hyperparameters included;
-    any other ``nn.Module`` is built with ``model_args`` and loads the checkpoint's ``state_dict``.
-
-    Raises:
-        CamAuditError: the class cannot be imported, the file is missing, or the weights do not fit.
-    """
-    import torch
-
-    cls = _import_class(class_path)
-    if checkpoint.is_dir():
-        inside = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".ckpt", ".pt", ".pth"))[:3]
-        raise CamAuditError(
-            f"checkpoint {checkpoint} is a folder, not a checkpoint file; give the file itself"
-            + (f", e.g. {checkpoint / inside[0]} (it holds {', '.join(inside)})" if inside else "")
-        )
-    if not checkpoint.is_file():
-        raise CamAuditError(
-            f"checkpoint {checkpoint} does not exist; give the .ckpt file with --ckpt PATH or `checkpoint:`"
-        )
-    try:
-        if hasattr(cls, "load_from_checkpoint"):
-            model = cls.load_from_checkpoint(checkpoint, map_location=device, **model_args)
-        else:
-            state = torch.load(checkpoint, map_location=device, weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-            model = cls(**model_args)
-            model.load_state_dict(state)
-            model.to(device)
-    except CamAuditError:
-        raise
-    except Exception as err:  # unpickling, missing or unexpected keys, wrong shapes: all the user's file
-        raise CamAuditError(
-            f"cannot load {class_path} from checkpoint {checkpoint}: {_one_line(err)}; check that the "
-            "checkpoint was saved from this class (and, for a plain nn.Module, model_args)"
-        ) from err
-    if not isinstance(model, torch.nn.Module):
-        raise CamAuditError(f"model {class_path} is a {type(model).__name__}, not a torch.nn.Module")
-    return model.eval()
-
-
-def _import_object(path: str, what: str, example: str) -> Any:
-    """The object at a dotted import path ``package.module.name``."""
-    module_name, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name) if module_name else None
-    except (ImportError, AttributeError) as err:
-        raise CamAuditError(
-            f"{what} {path!r} cannot be imported ({_one_line(err)}); give its full import path, e.g. "
-            f"{example}"
-        ) from err
-
-
-def _import_forward(path: str | None) -> Any:
-    """The ``forward(model, images) -> logits`` function named by ``--forward`` (None when not given)."""
-    if not path:
-        return None
-    forward = _import_object(path, "forward", "mypackage.audit.forward_dict")
-    if not callable(forward):
-        raise CamAuditError(
-            f"forward {path!r} is a {type(forward).__name__}, not a function (model, images) -> logits"
-        )
-    return forward
-
-
-def _import_class(class_path: str) -> type:
-    cls = _import_object(class_path, "model", "cam_audit.lightning.scenes.SceneClassifier")
-    if not isinstance(cls, type):
-        raise CamAuditError(
-            f"model {class_path!r} is not a class path; give package.module.ClassName, "
-            "e.g. cam_audit.lightning.scenes.SceneClassifier"
-        )
-    return cls
 
 
 def _write_overlays(batch: Any, maps: Any, folder: Path, out: Path) -> dict[int, Path]:
@@ -342,19 +288,6 @@ def _write_overlays(batch: Any, maps: Any, folder: Path, out: Path) -> dict[int,
     return written
 
 
-def _checkpoint_position(checkpoint: Path) -> dict[str, int]:
-    """``epoch`` and ``global_step`` stored in a Lightning checkpoint (nothing for other files)."""
-    import torch
-
-    try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception:  # a checkpoint with non-tensor extras: the model loaded, the position is unknown
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: int(data[k]) for k in ("epoch", "global_step") if isinstance(data.get(k), int)}
-
-
 def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -371,19 +304,6 @@ def _print_result(report: AuditReport, out: Path, page: Path) -> None:
     print(f"report:   {out / 'report.json'}")
     print(f"samples:  {out / 'samples.csv'}")
     print(f"page:     {page}")
-
-
-def _one_line(err: BaseException) -> str:
-    """An error message on one line: jsonargparse nests the reason under ``key:`` lines; follow them."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    taken = [lines[0]]
-    for line in lines[1:4]:
-        if not taken[-1].endswith(":"):
-            break
-        taken.append(line)
-    return " ".join(taken)
 
 
 __all__ = ["build_parser", "load_model", "main", "run_audit"]

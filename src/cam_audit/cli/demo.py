@@ -139,12 +139,23 @@ def run_demo(out: Path, epochs: int = 6, seed: int = 0, n_train: int = 1536) -> 
     clean, marked = (r.report.summary["spurious_lift"] for r in runs)
     ratio = marked / clean if clean and not math.isnan(clean) else math.nan
     print(f"\nspurious_lift: watermark model {marked:.2f} vs clean model {clean:.2f} ({ratio:.1f}x)")
+    print_promotion(runs)
     print(f"overlays: {picture}")
     print(f"reports:  {out}/<run>/cam_audit/latest/report.json")
     print(f"gate:     cam-audit gate {out}/watermark/cam_audit/latest/report.json")
+    print(f"promote:  cam-audit gate {out}/watermark/cam_audit/latest/report.json "
+          f"--baseline {out}/clean/cam_audit/latest/report.json --markdown promotion.md")
     print(f"look:     tensorboard --logdir {out}")
     print(f"({time.perf_counter() - started:.0f} s)")
     return table
+
+
+def print_promotion(runs: list[DemoRun]) -> None:
+    """The watermark model as a candidate to replace the clean model (the champion), on the same probe."""
+    champion, candidate = (run.report for run in runs)
+    comparison = candidate.compare(champion)
+    print("\npromotion: the watermark model as candidate, the clean model as champion")
+    print("\n".join(comparison.to_text("watermark", "clean")))
 
 
 def _quiet_lightning() -> None:

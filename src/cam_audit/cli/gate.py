@@ -5,6 +5,12 @@ the arguments are bad (a one-line message, never a traceback). ``--json`` prints
 Missing evidence fails: a report whose samples could not be scored, or of a model at chance, fails with
 an ``inconclusive`` finding (exit 1); a summary value that is not a number or null, or a table of the
 wrong shape, makes the report unreadable (exit 2).
+
+With ``--baseline CHAMPION.json`` the gate decides a promotion (see :mod:`cam_audit.report.compare`):
+exit 0 promote, 1 do not promote (each reason printed: the policy's flags, a new flag, a significant
+regression of a judged score beyond ``--max-regression``), 2 an unreadable report, different probes,
+targets, tasks or methods, or an unknown score. ``--markdown FILE`` writes the comparison as a table for a
+pull-request comment.
 """
 
 from __future__ import annotations
@@ -32,6 +38,18 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + field.replace("_", "-"), type=float, default=None, metavar="X", help=text)
     parser.add_argument("--no-per-class", action="store_true", help="judge probe-wide numbers only")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
+    promotion = parser.add_argument_group("promotion against a champion")
+    promotion.add_argument("--baseline", type=Path, metavar="CHAMPION.json",
+                           help="report of the model the candidate would replace, audited on the same probe")
+    promotion.add_argument("--max-regression", type=float, default=None, metavar="X",
+                           help="largest tolerated fall of a judged score, as a fraction of the champion's "
+                           "(default 0.05)")
+    promotion.add_argument("--scores", type=_score_list, default=None, metavar="K,...",
+                           help="scores judged against the champion (default focus_lift)")
+    promotion.add_argument("--level", type=float, default=None, metavar="A",
+                           help="significance level of the paired test (default 0.01)")
+    promotion.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                           help="write the comparison as Markdown (for a pull-request comment)")
 
 
 def gate_policy(report: AuditReport, args: argparse.Namespace) -> ShortcutPolicy:
@@ -47,11 +65,14 @@ def gate_policy(report: AuditReport, args: argparse.Namespace) -> ShortcutPolicy
 
 def run_gate(args: argparse.Namespace) -> int:
     try:
+        _check_promotion_flags(args)
         report = AuditReport.from_json(args.report)
         policy = gate_policy(report, args)
     except CamAuditError as err:
         print(f"cam-audit gate: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if getattr(args, "baseline", None) is not None:
+        return run_promotion(report, policy, args)
     best = report.meta.get("best_focus_lift")
     verdict = policy.evaluate(
         report.summary, report.per_class, best if isinstance(best, (int, float)) else None
@@ -75,6 +96,57 @@ def run_gate(args: argparse.Namespace) -> int:
         for finding in verdict.findings:
             print(f"  {finding.rule}: {finding.message}")
     return EXIT_PASS if verdict.passed else EXIT_FAIL
+
+
+def run_promotion(report: AuditReport, policy: ShortcutPolicy, args: argparse.Namespace) -> int:
+    """``cam-audit gate CANDIDATE --baseline CHAMPION``: compare, print, write Markdown; the exit code."""
+    try:
+        try:
+            baseline = AuditReport.from_json(args.baseline)
+        except CamAuditError as err:
+            raise CamAuditError(f"--baseline: {err}") from err
+        comparison = report.compare(baseline, policy=policy, **_promotion_settings(args))
+        if args.markdown is not None:
+            _write_text(args.markdown, comparison.to_markdown(str(args.report), str(args.baseline)))
+    except CamAuditError as err:
+        print(f"cam-audit gate: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        decision = {"report": str(args.report), "baseline": str(args.baseline), "policy": policy.to_dict(),
+                    **comparison.candidate_verdict.to_dict()}
+        # "passed" is the promotion; the candidate's own verdict stays under comparison
+        decision["passed"] = comparison.passed
+        print(json.dumps({**decision, "comparison": comparison.to_dict()}, indent=1))
+    else:
+        print("\n".join(comparison.to_text(str(args.report), str(args.baseline))))
+    return EXIT_PASS if comparison.passed else EXIT_FAIL
+
+
+def _promotion_settings(args: argparse.Namespace) -> dict:
+    settings = {"max_regression": args.max_regression, "scores": args.scores, "level": args.level}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def _check_promotion_flags(args: argparse.Namespace) -> None:
+    if getattr(args, "baseline", None) is not None:
+        return
+    flags = ("max_regression", "scores", "level", "markdown")
+    given = [flag for flag in flags if getattr(args, flag, None) is not None]
+    if given:
+        named = ", ".join("--" + flag.replace("_", "-") for flag in given)
+        raise CamAuditError(f"{named} compare against a champion: add --baseline CHAMPION.json")
+
+
+def _score_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise CamAuditError(f"--markdown file {path} cannot be written: {err.strerror or err}") from err
 
 
 def _read_mapping(path: Path) -> dict:

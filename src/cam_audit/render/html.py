@@ -21,7 +21,7 @@ import pandas as pd
 
 from cam_audit.errors import CamAuditError
 from cam_audit.keys import CARD_COLUMNS, HEADLINE_KEYS, SUMMARY_KEYS, is_count
-from cam_audit.report import AuditReport
+from cam_audit.report import AuditReport, Comparison
 from cam_audit.report.atomic import write_atomic
 
 #: Per-sample numbers shown under each overlay: the registry's card columns and the target's probability.
@@ -53,6 +53,9 @@ ul.flags li { color: #b71c1c; margin: 2px 0; }
 .card .missing { width: 200px; height: 90px; background: #eee; color: #777; padding: 8px; }
 .wide { overflow-x: auto; } .meta td { text-align: left; } .legend { font-size: 13px; color: #444; }
 .object { color: #1a9f2a; font-weight: bold; } .spurious { color: #d010c0; font-weight: bold; }
+tr.regression td { background: #fde0e0; } tr.worse td { background: #fff4e0; }
+tr.better td { background: #e3f5e6; } .pair { display: flex; gap: 6px; }
+.pair figure { margin: 0; } .pair figcaption { font-size: 11px; color: #555; }
 """
 
 
@@ -61,6 +64,8 @@ def render_html(
     overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
     worst: int = 8,
     title: str | None = None,
+    comparison: Comparison | None = None,
+    baseline_overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
 ) -> str:
     """The report as one HTML page.
 
@@ -71,6 +76,9 @@ def render_html(
         worst: how many samples to show in each of the two lists: lowest ``focus_lift`` and highest
             ``spurious_lift``.
         title: the page title (default: the model class and the verdict).
+        comparison: this report against a champion's (:meth:`AuditReport.compare`): shown after the
+            flags, with the samples that got most worse (see :mod:`cam_audit.render.compare_html`).
+        baseline_overlays: the champion's overlay PNGs by probe index, shown beside the candidate's.
 
     Returns:
         The page as a string.
@@ -102,6 +110,7 @@ def render_html(
         f"<h1>{escape(title)}</h1>",
         f'<p><span class="verdict {"pass" if passed else "fail"}">{badge}</span></p>',
         _flags(report),
+        *(_comparison(comparison, overlays, baseline_overlays, worst) if comparison is not None else []),
         "<h2>Summary</h2>",
         _summary_table(report.summary),
         _meta_table(report.meta),
@@ -135,9 +144,20 @@ def write_html(
     overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
     worst: int = 8,
     title: str | None = None,
+    comparison: Comparison | None = None,
+    baseline_overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
 ) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
-    return write_atomic(path, render_html(report, overlays, worst=worst, title=title))  # UTF-8, whole
+    page = render_html(report, overlays, worst=worst, title=title, comparison=comparison,
+                       baseline_overlays=baseline_overlays)
+    return write_atomic(path, page)  # UTF-8, replaced whole
+
+
+def _comparison(comparison: Comparison, overlays: Overlays, baseline_overlays: Overlays | None,
+                worst: int) -> list[str]:
+    from cam_audit.render.compare_html import comparison_section
+
+    return comparison_section(comparison, overlays, baseline_overlays, worst)
 
 
 def _flags(report: AuditReport) -> str:

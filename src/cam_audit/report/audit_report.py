@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -16,6 +16,9 @@ from cam_audit.keys import SUMMARY_KEYS
 from cam_audit.report.atomic import write_atomic
 from cam_audit.report.jsonio import clean, frame_from_json, frame_to_json, from_json_number, to_json_number
 from cam_audit.report.policy import ShortcutPolicy, Verdict
+
+if TYPE_CHECKING:
+    from cam_audit.report.compare import Comparison
 
 REPORT_FORMAT = "cam_audit.report/1"
 
@@ -121,6 +124,23 @@ class AuditReport:
             return cls.from_dict(data)
         except ReportError as err:
             raise ReportError(f"{path}: {err}") from err
+
+    def compare(
+        self,
+        baseline: AuditReport,
+        max_regression: float = 0.05,
+        scores: Sequence[str] = ("focus_lift",),
+        level: float = 0.01,
+        **options: Any,
+    ) -> Comparison:
+        """This report (the candidate) against ``baseline`` (the champion) audited on the same probe.
+
+        See :func:`cam_audit.report.compare.compare` for the rules and ``options`` (``policy``,
+        ``confidence``, ``resamples``, ``seed``).
+        """
+        from cam_audit.report.compare import compare
+
+        return compare(self, baseline, max_regression, scores, level, **options)
 
     def with_verdict(self, policy: ShortcutPolicy, best_focus_lift: float | None = None) -> AuditReport:
         """The same report judged by another policy."""
