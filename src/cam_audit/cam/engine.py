@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -72,11 +72,17 @@ class _LayerCapture:
         self.activations: torch.Tensor | None = None
         self.output: object = None  # what the model returned
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient leaf and the activations, once the layer has run."""
+        if self.leaf is None or self.activations is None:
+            raise RuntimeError(f"target layer '{self.name}' has not run yet")
+        return self.leaf, self.activations
+
     def __call__(self, _module: nn.Module, _args: object, output: object) -> torch.Tensor:
         if self.leaf is not None:
             raise runs_twice_error(self.model, self.name)
         self.activations = check_layer_output(self.name, output, self.reshape_transform).detach()
-        self.leaf = output.detach().requires_grad_()
+        self.leaf = cast(torch.Tensor, output).detach().requires_grad_()  # check_layer_output: a tensor
         torch.set_grad_enabled(True)  # the caller's grad mode comes back when the surrounding no_grad exits
         return self.leaf.clone()
 
@@ -280,12 +286,13 @@ class CamEngine:
             score = tasks.explained_score(logits, explained, self.task).sum()
             if not score.requires_grad:
                 raise _disconnected_error(capture.name)
-            (gradient,) = torch.autograd.grad(score, capture.leaf, allow_unused=True)
+            leaf, activations = capture.tensors()
+            (gradient,) = torch.autograd.grad(score, leaf, allow_unused=True)
             if gradient is None:
                 raise _disconnected_error(capture.name)
             if self.reshape_transform is not None:
                 gradient = self.reshape_transform(gradient)
-            maps = _maps(capture.activations, gradient, methods, images.shape[-2:])
+            maps = _maps(activations, gradient, methods, images.shape[-2:])
         return maps, logits.detach(), explained
 
     def _capture(self, images: torch.Tensor) -> _LayerCapture:
@@ -303,7 +310,7 @@ class CamEngine:
                 handle.remove()
             if capture.leaf is None:
                 raise never_runs_error(self.model, name, images, self.forward)
-            check_spatial(self.model, name, capture.activations, images)
+            check_spatial(self.model, name, capture.tensors()[1], images)
         return capture
 
 

@@ -22,13 +22,13 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from cam_audit.cam import CamEngine
 from cam_audit.keys import HEADLINE_KEYS, score
 from cam_audit.lightning import CamAudit
-from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
+from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule, Watermark
 from cam_audit.metrics import functional as F
 from cam_audit.render import overlay_grid, save_png
 from cam_audit.report import AuditReport
 from cam_audit.synthetic import SceneData, accuracy, make_scenes
 
-RUNS = (("clean", "random"), ("watermark", "correlated"))
+RUNS: tuple[tuple[str, Watermark], ...] = (("clean", "random"), ("watermark", "correlated"))
 #: The headline scores of each run's audit; the table's accuracy columns are the demo's own (with the cue,
 #: without it, and moved), so the probe accuracy is left out.
 TABLE_KEYS = tuple(k for k in HEADLINE_KEYS if score(k).evidence != "behaviour")
@@ -47,7 +47,7 @@ class DemoRun:
 
 def train_one(
     name: str,
-    watermark: str,
+    watermark: Watermark,
     out: Path,
     epochs: int,
     seed: int,
@@ -88,7 +88,7 @@ def train_one(
 def summary_table(runs: list[DemoRun]) -> pd.DataFrame:
     rows = {}
     for run in runs:
-        row = {k: run.report.summary[k] for k in TABLE_KEYS}
+        row: dict[str, float | str] = {k: run.report.summary[k] for k in TABLE_KEYS}
         row["acc_with_wm"] = run.accuracy_with_cue
         row["acc_without_wm"] = run.accuracy_without_cue
         row["acc_wm_moved"] = run.accuracy_moved_cue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -53,9 +53,9 @@ class MeanScore(Metric):
         (tensor(0.5000), tensor([1.0000, 0.2500]), tensor(1))
     """
 
-    is_differentiable: ClassVar[bool] = False
-    higher_is_better: ClassVar[bool | None] = None
-    full_state_update: ClassVar[bool] = False
+    is_differentiable: bool | None = False
+    higher_is_better: bool | None = None
+    full_state_update: bool | None = False
 
     total: Tensor
     count: Tensor
@@ -191,7 +191,7 @@ class MeanScore(Metric):
                 f"got {described}."
             )
         labels = labels.to(device=self.total.device, dtype=torch.int64)
-        out_of_range = (labels < 0) | (labels >= self.num_classes)
+        out_of_range = (labels < 0) | (labels >= cast(int, self.num_classes))
         if out_of_range.any():
             first = int(out_of_range.nonzero()[0, 0])
             raise CamAuditError(
@@ -204,7 +204,7 @@ class MeanScore(Metric):
 class _MapScore(MeanScore):
     """A :class:`MeanScore` whose per-sample score is computed from ``(maps, regions)``."""
 
-    higher_is_better: ClassVar[bool | None] = True
+    higher_is_better: bool | None = True
 
     def update(self, maps: Tensor, regions: Tensor, labels: Tensor | None = None) -> None:  # type: ignore[override]
         """Score a batch of maps and add the per-sample scores.

@@ -69,7 +69,8 @@ def _table(table: pd.DataFrame, confidence: float) -> str:
                                f"{confidence:.0%} CI", "p", "judged", "verdict"))
     )
     rows = []
-    for row in table.itertuples(index=False):
+    table_rows: list[Any] = list(table.itertuples(index=False))  # named tuples of the table's columns
+    for row in table_rows:
         share = relative(row.delta, row.baseline)
         cells = [
             f'<td class="name">{escape(row.score)}</td>',

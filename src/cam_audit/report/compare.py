@@ -217,7 +217,8 @@ def _with_verdicts(table: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataF
     judged = table["judged"].to_numpy(dtype=bool)
     significant[judged] = holm(table.loc[judged, "p_value"].tolist(), level)
     verdicts = []
-    for i, row in enumerate(table.itertuples(index=False)):
+    rows: list[Any] = list(table.itertuples(index=False))  # named tuples of the table's columns
+    for i, row in enumerate(rows):
         gain = relative(row.delta, row.baseline) * (1 if keys.score(row.score).higher_is_better else -1)
         if math.isnan(row.delta):
             verdicts.append("no data")

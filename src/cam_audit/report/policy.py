@@ -245,7 +245,7 @@ class ShortcutPolicy:
         if self.per_class and per_class is not None:
             for name, row in per_class.iterrows():
                 if number(row.get("n_scored", row.get("n_samples"))) >= self.min_class_samples:
-                    findings.extend(self._check(row.to_dict(), str(name)))
+                    findings.extend(self._check({str(k): v for k, v in row.items()}, str(name)))
         if self.max_focus_drop is not None and best_focus_lift is not None:
             current = number(summary.get("focus_lift"))
             if best_focus_lift > 0 and current < best_focus_lift * (1 - self.max_focus_drop):
