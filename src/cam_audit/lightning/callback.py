@@ -9,27 +9,30 @@ collectives (``distributed``), what is remembered across resume (``history``), w
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 from torch import Tensor, nn
 
-from cam_audit.cam import CamEngine
 from cam_audit.counterfactual import Fill
-from cam_audit.errors import CamAuditError
-from cam_audit.lightning.distributed import LightningCollectives, forward_context
 from cam_audit.lightning.history import AuditHistory, HistoryField
 from cam_audit.lightning.overlays import OverlayCollector
-from cam_audit.lightning.scalars import log_scalars
+from cam_audit.lightning.scalars import log_scalars, log_vs_baseline
 from cam_audit.lightning.schedule import AuditSchedule
-from cam_audit.lightning.settings import callback_bases, check_arguments, load_probe
-from cam_audit.lightning.sinks import log_audit_media, write_reports
+from cam_audit.lightning.settings import (
+    build_run,
+    callback_bases,
+    check_arguments,
+    check_strategy,
+    load_baseline,
+    load_probe,
+)
+from cam_audit.lightning.sinks import publish, report_dir
 from cam_audit.lightning.verdict import OnShortcut, act_on_verdict
 from cam_audit.pipeline import AuditRun, rank_indices
 from cam_audit.probe import ProbeSet
 from cam_audit.probe.sources import ProbeSource
-from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.report import AuditReport, ShortcutPolicy, paired_deltas
 
 
 class CamAudit(*callback_bases()):  # type: ignore[misc]
@@ -65,6 +68,10 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         forward: ``forward(model, images) -> logits`` for a LightningModule whose ``forward`` takes a dict
             or extra inputs (a YAML config names a module-level function by its import path).
         prefix: prefix of every logged name.
+        baseline: a report (``report.json``) of the model this one would replace, audited on the same
+            probe: every audit also logs ``<prefix>/vs_baseline/<score>``, the mean paired difference of
+            each score, sample by sample; a report of another probe, target or method is refused in
+            ``setup``.
 
     The model runs in the Trainer's precision: under ``bf16-true``, ``16-true`` and ``64-true`` the
     probe images are cast to the model's dtype, under the mixed precisions its autocast is on; the maps
@@ -102,6 +109,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         task: Literal["multiclass", "multilabel", "binary"] | None = None,
         forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
         prefix: str = "cam_audit",
+        baseline: str | None = None,
     ) -> None:
         super().__init__()
         self.probe = load_probe(probe)
@@ -123,6 +131,8 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.task = task
         self.forward = forward
         self.prefix = prefix
+        self.baseline = baseline
+        self._baseline: AuditReport | None = None
         # hashed once: Lightning reads state_key around every hook call, for every batch
         self.probe_fingerprint = self.probe.fingerprint()
         self.history = AuditHistory()
@@ -145,14 +155,9 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        strategy = type(trainer.strategy).__name__
-        if "FSDP" in strategy or "DeepSpeed" in strategy:
-            raise CamAuditError(
-                f"CamAudit does not support {strategy}: sharded parameters are not whole on any rank, so "
-                "Grad-CAM++ cannot run the model; audit a gathered checkpoint offline with "
-                "`cam-audit audit --ckpt PATH` instead"
-            )
-        self._run = self._build_run(trainer, pl_module)
+        check_strategy(trainer)
+        self._baseline = load_baseline(self.baseline, self.probe_fingerprint, self.target, self.method)
+        self._run = build_run(self, trainer, pl_module)
         self._run.check_model()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -178,28 +183,6 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.load_state_dict(state_dict)
 
-    def _build_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
-        engine = CamEngine(
-            pl_module,
-            target_layer=self.target_layer,
-            method=self.method,
-            reshape_transform=self.reshape_transform,
-            task=self.task,
-            forward=self.forward,
-            forward_context=forward_context(trainer),
-        )
-        return AuditRun(
-            engine,
-            self.probe,
-            self.policy,
-            target=self.target,
-            batch_size=self.batch_size,
-            fill=self.fill,
-            device=pl_module.device,
-            collectives=LightningCollectives(trainer),
-            probe_fingerprint=self.probe_fingerprint,
-        )
-
     def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._run is None:
             self.setup(trainer, pl_module, stage=str(trainer.state.fn))
@@ -221,22 +204,15 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
             return
         is_best = self.history.record(report, epoch)
         log_scalars(pl_module, report, self.prefix, run.counterfactual)
+        if self._baseline is not None:
+            log_vs_baseline(pl_module, paired_deltas(report.samples, self._baseline), self.prefix)
+        log_dir = report_dir(trainer) if self.write_reports else None
         run.collectives.run_step(
-            "logging images and writing reports", lambda: self._publish(trainer, report, drawn, is_best)
+            "logging images and writing reports",
+            lambda: publish(trainer, report, drawn.grid, self.prefix, log_dir, is_best),
         )
         self.last_report = report
         act_on_verdict(trainer, report, self.on_shortcut)
-
-    def _publish(
-        self, trainer: pl.Trainer, report: AuditReport, drawn: OverlayCollector, is_best: bool
-    ) -> None:
-        # Trainer.log_dir is a broadcast: every rank asks for it, only rank 0 writes
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir) if self.write_reports else None
-        if not trainer.is_global_zero:
-            return
-        log_audit_media(trainer, report, drawn.grid(), self.prefix)
-        if log_dir is not None:
-            write_reports(log_dir, report, self.prefix, is_best=is_best)
 
 
 __all__ = ["CamAudit"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytorch_lightning as pl
 
 from cam_audit.keys import PER_CLASS_LOGGED_KEYS, is_counterfactual
@@ -19,10 +21,9 @@ def log_scalars(
     maximum of equal values is that value exactly. An audit without the counterfactual tests logs no
     ``cf_*`` point rather than a NaN or a stale value.
     """
-    synced = pl_module.trainer.world_size > 1
 
     def log(name: str, value: float, prog_bar: bool = False) -> None:
-        pl_module.log(f"{prefix}/{name}", float(value), prog_bar=prog_bar, sync_dist=synced, reduce_fx="max")
+        _log_synced(pl_module, f"{prefix}/{name}", value, prog_bar)
 
     def measured(key: str) -> bool:
         return with_counterfactual or not is_counterfactual(key)
@@ -38,4 +39,17 @@ def log_scalars(
             log(f"per_class/{name}/{key}", row[key])
 
 
-__all__ = ["log_scalars"]
+def log_vs_baseline(pl_module: pl.LightningModule, deltas: Mapping[str, float], prefix: str) -> None:
+    """Log ``<prefix>/vs_baseline/<score>``: each score's mean paired difference from the champion's report
+    (candidate minus champion, over the samples both scored; above 0 is higher than the champion)."""
+    for key, delta in deltas.items():
+        _log_synced(pl_module, f"{prefix}/vs_baseline/{key}", delta)
+
+
+def _log_synced(pl_module: pl.LightningModule, name: str, value: float, prog_bar: bool = False) -> None:
+    """Log a value that is already the same on every rank (see :func:`log_scalars`)."""
+    synced = pl_module.trainer.world_size > 1
+    pl_module.log(name, float(value), prog_bar=prog_bar, sync_dist=synced, reduce_fx="max")
+
+
+__all__ = ["log_scalars", "log_vs_baseline"]

@@ -1,15 +1,24 @@
-"""The callback's arguments, checked once when it is built, and the Callback bases it derives from."""
+"""The callback's arguments and set-up: checked once when it is built, the champion's report and the
+pipeline made in ``setup``, and the Callback bases it derives from."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 
+from cam_audit.cam import CamEngine
 from cam_audit.cam.tasks import check_task
 from cam_audit.errors import CamAuditError, check_choice, check_positive_int
+from cam_audit.lightning.distributed import LightningCollectives, forward_context
+from cam_audit.pipeline import AuditRun
 from cam_audit.probe import ProbeSet
 from cam_audit.probe.sources import ProbeSource
+from cam_audit.report import AuditReport
+from cam_audit.report.pairing import check_comparable
+
+if TYPE_CHECKING:
+    from cam_audit.lightning.callback import CamAudit
 
 
 def callback_bases() -> tuple[type, ...]:
@@ -62,4 +71,54 @@ def check_arguments(arguments: dict[str, Any]) -> None:
         raise CamAuditError(f"max_images must be >= 0, got {arguments['max_images']}")
 
 
-__all__ = ["callback_bases", "check_arguments", "load_probe"]
+def check_strategy(trainer: pl.Trainer) -> None:
+    """Refuse strategies that shard the parameters: no rank holds the whole model to explain."""
+    strategy = type(trainer.strategy).__name__
+    if "FSDP" in strategy or "DeepSpeed" in strategy:
+        raise CamAuditError(
+            f"CamAudit does not support {strategy}: sharded parameters are not whole on any rank, so "
+            "Grad-CAM++ cannot run the model; audit a gathered checkpoint offline with "
+            "`cam-audit audit --ckpt PATH` instead"
+        )
+
+
+def load_baseline(path: str | None, probe_fingerprint: str, target: str, method: str) -> AuditReport | None:
+    """The champion's report named by ``CamAudit(baseline=...)``, refused unless it audited the same probe
+    with the same target and method (None without one)."""
+    if path is None:
+        return None
+    baseline = AuditReport.from_json(path)
+    mine = {"probe_fingerprint": probe_fingerprint, "target": target, "method": method}
+    try:
+        check_comparable(mine, baseline.meta)
+    except CamAuditError as err:
+        raise CamAuditError(f"CamAudit(baseline={str(path)!r}): {err}") from err
+    return baseline
+
+
+def build_run(callback: CamAudit, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
+    """The pipeline the callback runs: its engine on ``pl_module`` under the Trainer's precision, and the
+    Trainer's processes as collectives."""
+    engine = CamEngine(
+        pl_module,
+        target_layer=callback.target_layer,
+        method=callback.method,
+        reshape_transform=callback.reshape_transform,
+        task=callback.task,
+        forward=callback.forward,
+        forward_context=forward_context(trainer),
+    )
+    return AuditRun(
+        engine,
+        callback.probe,
+        callback.policy,
+        target=callback.target,
+        batch_size=callback.batch_size,
+        fill=callback.fill,
+        device=pl_module.device,
+        collectives=LightningCollectives(trainer),
+        probe_fingerprint=callback.probe_fingerprint,
+    )
+
+
+__all__ = ["build_run", "callback_bases", "check_arguments", "check_strategy", "load_baseline", "load_probe"]
