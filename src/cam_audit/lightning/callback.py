@@ -23,6 +23,7 @@ from cam_audit.lightning.settings import (
     build_run,
     callback_bases,
     check_arguments,
+    check_probe_batches,
     check_strategy,
     load_baseline,
     load_probe,
@@ -156,6 +157,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         check_strategy(trainer)
+        check_probe_batches(self.probe, self.batch_size)
         self._baseline = load_baseline(self.baseline, self.probe_fingerprint, self.target, self.method)
         self._run = build_run(self, trainer, pl_module)
         self._run.check_model()

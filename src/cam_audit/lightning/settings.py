@@ -82,6 +82,25 @@ def check_strategy(trainer: pl.Trainer) -> None:
         )
 
 
+def check_probe_batches(probe: ProbeSet, batch_size: int) -> None:
+    """Refuse, before training, a probe whose images of one audit batch differ in size (they cannot be
+    stacked); with a ``transform`` the sizes are only known after it, so the first audit checks them."""
+    if probe.transform is not None:
+        return
+    for start in range(0, len(probe), batch_size):
+        batch = probe.samples[start : start + batch_size]
+        first = batch[0]
+        for sample in batch[1:]:
+            if sample.size != first.size:
+                height, width = first.size
+                raise CamAuditError(
+                    f"probe samples {first.sample_id!r} ({height}x{width}) and {sample.sample_id!r} "
+                    f"({sample.size[0]}x{sample.size[1]}) fall in one audit batch of {batch_size} but differ "
+                    f"in size; give the probe set transform=v2.Resize(({height}, {width})) (or a "
+                    "ProbeSource's transform: in YAML)"
+                )
+
+
 def load_baseline(path: str | None, probe_fingerprint: str, target: str, method: str) -> AuditReport | None:
     """The champion's report named by ``CamAudit(baseline=...)``, refused unless it audited the same probe
     with the same target and method (None without one)."""
@@ -121,4 +140,12 @@ def build_run(callback: CamAudit, trainer: pl.Trainer, pl_module: pl.LightningMo
     )
 
 
-__all__ = ["build_run", "callback_bases", "check_arguments", "check_strategy", "load_baseline", "load_probe"]
+__all__ = [
+    "build_run",
+    "callback_bases",
+    "check_arguments",
+    "check_probe_batches",
+    "check_strategy",
+    "load_baseline",
+    "load_probe",
+]
