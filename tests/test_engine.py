@@ -296,7 +296,7 @@ def test_module_outside_the_model_is_rejected(resnet: nn.Module) -> None:
     [
         (
             {"method": "scorecam"},
-            "method='scorecam' is not supported; choose from 'gradcam\\+\\+', 'gradcam'",
+            "method must be one of 'gradcam\\+\\+', 'gradcam'; got 'scorecam'",
         ),
         ({"target_layer": 3}, "target_layer must be a dotted layer name"),
         ({"reshape_transform": "vit"}, "reshape_transform must be a callable"),

@@ -32,7 +32,7 @@ from cam_audit.cam.layers import (
 )
 from cam_audit.cam.tasks import Task
 from cam_audit.cam.weights import gradcam_plus_plus_weights, gradcam_weights, weighted_map
-from cam_audit.errors import CamAuditError, TargetLayerError
+from cam_audit.errors import CamAuditError, TargetLayerError, check_choice
 
 CamMethod = Literal["gradcam++", "gradcam"]
 """The map methods: Grad-CAM++ (Chattopadhay et al. 2018, eq. 19) and Grad-CAM (Selvaraju et al. 2017)."""
@@ -333,12 +333,10 @@ def _upsample(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 def _check_methods(methods: tuple[str, ...], argument: str) -> None:
     known = get_args(CamMethod)
-    unknown = [method for method in methods if method not in known]
-    if unknown or not methods:
-        raise CamAuditError(
-            f"{argument}={methods if argument == 'methods' else methods[0]!r} is not supported; "
-            f"choose from {', '.join(repr(name) for name in known)}"
-        )
+    if not methods:
+        raise CamAuditError(f"{argument} is empty; choose from {', '.join(repr(name) for name in known)}")
+    for method in methods:
+        check_choice(argument, method, known)
 
 
 def _disconnected_error(name: str) -> TargetLayerError:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from cam_audit.errors import CamAuditError
+from cam_audit.errors import CamAuditError, check_choice
 
 if TYPE_CHECKING:
     from cam_audit.probe.probeset import ProbeSet
@@ -242,8 +242,7 @@ def _check_arguments(
         )
     if image_size < 24:
         raise CamAuditError(f"image_size must be >= 24 to fit an object and a tag, got {image_size}.")
-    if watermark not in ("none", "correlated", "random"):
-        raise CamAuditError(f"watermark must be one of 'none', 'correlated', 'random', got {watermark!r}.")
+    check_choice("watermark", watermark, ("none", "correlated", "random"))
     if not 0.0 <= correlation <= 1.0:
         raise CamAuditError(f"correlation must be a probability in [0, 1], got {correlation}.")
     if cue_classes is not None:
