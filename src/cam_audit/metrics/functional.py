@@ -6,7 +6,9 @@ Pure functions: tensors in, tensors out, no state. Every function is batched and
   (never min-max normalised: the scores are ratios of mass, so any positive scale gives the same score);
 - ``regions``: bool tensor ``[N, H, W]`` of the same shape, ``True`` on the object (or on the spurious cue).
 
-and returns a float32 tensor ``[N]`` with one score per sample. Sums are accumulated in float64.
+and returns a float32 tensor ``[N]`` with one score per sample. Each image row is summed in the maps'
+precision and the row sums in float64; every input is checked once, by one helper, in the same passes
+that compute the sums.
 
 A score that has no meaning for a sample is ``NaN``, never ``0`` or ``1``: an empty region (nothing to
 find) or an all-zero map (nothing was pointed at). Callers count these as degenerate samples; the
@@ -19,10 +21,16 @@ sign means before scoring (``maps.clamp(min=0)`` keeps the positive evidence, ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from cam_audit.errors import CamAuditError
+
+#: Bytes of work space a score takes at most, whatever the batch size (a float mask of the regions).
+WORK_BYTES = 8 * 2**20
 
 __all__ = ["area_fraction", "mass_lift", "pointing_game", "relevance_mass", "relevance_rank"]
 
@@ -45,8 +53,13 @@ def _check_regions(regions: object, caller: str) -> Tensor:
     return regions
 
 
-def _check_maps_and_regions(maps: object, regions: object, caller: str) -> tuple[Tensor, Tensor]:
-    """Validate inputs and return them flattened: float64 maps ``[N, H*W]`` and bool regions ``[N, H*W]``."""
+def _check_maps(maps: object, regions: object, caller: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The one check of every score's input.
+
+    Returns the maps (detached, not copied), the regions and each map's total mass ``Σ map`` (float64
+    ``[N]``). The values are checked without a pass of their own: the total is NaN or infinite when a
+    value is, and the per-map minimum (which propagates NaN) shows negative values.
+    """
     if not isinstance(maps, Tensor):
         raise CamAuditError(
             f"{caller}: maps must be a float torch.Tensor [N, H, W]; got {type(maps).__name__}."
@@ -73,24 +86,77 @@ def _check_maps_and_regions(maps: object, regions: object, caller: str) -> tuple
             f"{caller}: maps are on {maps.device} but regions are on {regions.device}; "
             "move both to one device."
         )
-    flat = maps.detach().flatten(1).to(torch.float64)
-    not_finite = ~torch.isfinite(flat).all(dim=1)
-    if not_finite.any():
-        first = int(not_finite.nonzero()[0, 0])
-        raise CamAuditError(
-            f"{caller}: maps[{first}] has NaN or infinite values ({int(not_finite.sum())} of {len(flat)} "
-            "maps are affected); no mass ratio exists. Check the model's gradients for that sample."
-        )
-    negative = (flat < 0).any(dim=1)
+    maps = maps.detach()
+    if maps.numel() == 0:
+        return maps, regions, torch.zeros(maps.shape[0], dtype=torch.float64, device=maps.device)
+    total = _mass(maps)
+    low = maps.amin(dim=(1, 2))
+    if not bool(torch.isfinite(total + low).all()):
+        not_finite = ~torch.isfinite(maps).flatten(1).all(dim=1)
+        if not_finite.any():
+            first = int(not_finite.nonzero()[0, 0])
+            raise CamAuditError(
+                f"{caller}: maps[{first}] has NaN or infinite values ({int(not_finite.sum())} of "
+                f"{len(maps)} maps are affected); no mass ratio exists. Check the model's gradients for "
+                "that sample."
+            )
+        # finite values so large that a row sum overflows: score a float64 copy (the only case that makes one)
+        maps = maps.to(torch.float64)
+        total = _mass(maps)
+    negative = low < 0
     if negative.any():
         first = int(negative.nonzero()[0, 0])
         raise CamAuditError(
-            f"{caller}: maps[{first}] has negative values (min {float(flat[first].min()):.4g}; "
-            f"{int(negative.sum())} of {len(flat)} maps are signed). Mass ratios are meaningless on signed "
+            f"{caller}: maps[{first}] has negative values (min {float(low[first]):.4g}; "
+            f"{int(negative.sum())} of {len(maps)} maps are signed). Mass ratios are meaningless on signed "
             "maps. Pass maps >= 0 (CamEngine maps are): maps.clamp(min=0) keeps the positive evidence, "
             "maps.abs() counts both signs."
         )
-    return flat, regions.flatten(1)
+    return maps, regions, total
+
+
+def _mass(values: Tensor) -> Tensor:
+    """``Σ_ij values_ij`` per sample, float64 ``[N]``, of a float tensor ``[N, H, W]``.
+
+    Each image row is summed in the values' precision (at least float32) and the row sums in float64: a
+    float64 copy of the maps would cost more than the sums themselves.
+    """
+    rows = values.sum(dim=2, dtype=torch.promote_types(values.dtype, torch.float32))
+    return rows.to(torch.float64).sum(dim=1)
+
+
+def _count(regions: Tensor) -> Tensor:
+    """``True`` pixels per sample, int64 ``[N]``, of a bool tensor ``[N, H, W]``.
+
+    Counted as int8 bytes summed along each image row into int16 (int32 for rows longer than int16
+    holds): summing bools directly converts every pixel to int64 first, which takes several times longer.
+    """
+    row_type = torch.int16 if regions.shape[2] <= torch.iinfo(torch.int16).max else torch.int32
+    rows = regions.view(torch.int8).sum(dim=2, dtype=row_type)
+    return rows.sum(dim=1, dtype=torch.int64)
+
+
+def _masked(maps: Tensor, regions: Tensor, reduce: Callable[[Tensor], Tensor]) -> Tensor:
+    """``reduce(maps · regions)``: a per-sample reduction ``[N, H, W] -> [N]`` of the maps with every pixel
+    outside the regions set to 0.
+
+    The regions become a float mask in one work buffer of at most :data:`WORK_BYTES`, reused slice by
+    slice of the batch: a bool select (``torch.where``) runs several times slower on a CPU than a copy
+    and a multiply, and a buffer as large as a big batch costs fresh pages at every call.
+    """
+    n, h, w = maps.shape
+    step = max(1, WORK_BYTES // max(h * w * maps.element_size(), 1))
+    buffer = torch.empty((min(step, n), h, w), dtype=maps.dtype, device=maps.device)
+    parts = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        mask = buffer[: stop - start].copy_(regions[start:stop].view(torch.uint8))
+        parts.append(reduce(mask.mul_(maps[start:stop])))
+    return torch.cat(parts) if parts else reduce(maps)
+
+
+def _amax(values: Tensor) -> Tensor:
+    return values.amax(dim=(1, 2))
 
 
 def area_fraction(regions: Tensor) -> Tensor:
@@ -115,16 +181,16 @@ def area_fraction(regions: Tensor) -> Tensor:
         tensor([0.2500, 0.0000])
     """
     regions = _check_regions(regions, "area_fraction")
-    if regions.shape[1] * regions.shape[2] == 0:
+    pixels = regions.shape[1] * regions.shape[2]
+    if pixels == 0:
         return torch.full((regions.shape[0],), float("nan"), dtype=torch.float32, device=regions.device)
-    return regions.flatten(1).to(torch.float64).mean(dim=1).to(torch.float32)
+    return (_count(regions).to(torch.float64) / pixels).to(torch.float32)
 
 
-def _relevance_mass64(maps: Tensor, regions: Tensor) -> tuple[Tensor, Tensor]:
-    """Relevance mass in float64 on flattened, validated inputs; also returns the region pixel counts."""
-    total = maps.sum(dim=1)
-    inside = torch.where(regions, maps, 0.0).sum(dim=1)
-    area = regions.sum(dim=1)
+def _relevance_mass(maps: Tensor, regions: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+    """Relevance mass (float64 ``[N]``) of checked inputs, and the regions' pixel counts."""
+    inside = _masked(maps, regions, _mass)
+    area = _count(regions)
     mass = torch.where((total > 0) & (area > 0), inside / total, float("nan"))
     return mass, area
 
@@ -155,8 +221,7 @@ def relevance_mass(maps: Tensor, regions: Tensor) -> Tensor:
         >>> relevance_mass(maps, regions)
         tensor([0.7500,    nan])
     """
-    flat, region = _check_maps_and_regions(maps, regions, "relevance_mass")
-    mass, _ = _relevance_mass64(flat, region)
+    mass, _ = _relevance_mass(*_check_maps(maps, regions, "relevance_mass"))
     return mass.to(torch.float32)
 
 
@@ -187,9 +252,8 @@ def mass_lift(maps: Tensor, regions: Tensor) -> Tensor:
         >>> mass_lift(maps, regions)
         tensor([3., 1.])
     """
-    flat, region = _check_maps_and_regions(maps, regions, "mass_lift")
-    mass, area = _relevance_mass64(flat, region)
-    fraction = area.to(torch.float64) / max(region.shape[1], 1)
+    mass, area = _relevance_mass(*_check_maps(maps, regions, "mass_lift"))
+    fraction = area.to(torch.float64) / max(regions.shape[1] * regions.shape[2], 1)
     return (mass / fraction).to(torch.float32)
 
 
@@ -251,12 +315,15 @@ def pointing_game(maps: Tensor, regions: Tensor, tolerance: int = 0) -> Tensor:
         raise CamAuditError(
             f"pointing_game: tolerance must be a non-negative int (pixels); got {tolerance!r}."
         )
-    flat, region = _check_maps_and_regions(maps, regions, "pointing_game")
-    region_for_hit = _dilate(regions, tolerance).flatten(1) if tolerance > 0 else region
-    peak = flat.amax(dim=1, keepdim=True) if flat.shape[1] > 0 else flat.sum(dim=1, keepdim=True)
-    hit = ((flat == peak) & region_for_hit).any(dim=1).to(torch.float64)
-    defined = (peak[:, 0] > 0) & region.any(dim=1)
-    return torch.where(defined, hit, float("nan")).to(torch.float32)
+    maps, regions, total = _check_maps(maps, regions, "pointing_game")
+    if maps.shape[1] * maps.shape[2] == 0:
+        return torch.full((maps.shape[0],), float("nan"), dtype=torch.float32, device=maps.device)
+    grown = _dilate(regions, tolerance) if tolerance > 0 else regions
+    peak = _amax(maps)
+    # maps are >= 0: where the peak is > 0 (the score is defined), the largest value left inside the
+    # region equals it exactly when some maximum lies inside
+    hit = (_masked(maps, grown, _amax) == peak).to(torch.float32)
+    return torch.where((total > 0) & (_count(regions) > 0), hit, float("nan"))
 
 
 def relevance_rank(maps: Tensor, regions: Tensor) -> Tensor:
@@ -289,17 +356,38 @@ def relevance_rank(maps: Tensor, regions: Tensor) -> Tensor:
         >>> relevance_rank(maps, regions)  # top-2 pixels are 4 (in) and 3 (out)
         tensor([0.5000])
     """
-    flat, region = _check_maps_and_regions(maps, regions, "relevance_rank")
-    n = flat.shape[0]
-    if n == 0 or flat.shape[1] == 0:
-        return torch.full((n,), float("nan"), dtype=torch.float32, device=flat.device)
-    k = region.sum(dim=1)
-    ordered = flat.sort(dim=1, descending=True).values
-    kth = ordered.gather(1, (k - 1).clamp(min=0)[:, None])
-    above = flat > kth
-    equal = flat == kth
+    maps, regions, total = _check_maps(maps, regions, "relevance_rank")
+    if maps.numel() == 0:
+        return torch.full((maps.shape[0],), float("nan"), dtype=torch.float32, device=maps.device)
+    k = _count(regions)
+    kth = _kth_largest(maps.flatten(1), k.clamp(min=1))[:, None, None]
+    above, equal = maps > kth, maps == kth
+    slots_left = (k - _count(above)).to(torch.float64)
+    hits = _count(above & regions) + slots_left * _count(equal & regions) / _count(equal)
     k64 = k.to(torch.float64)
-    slots_left = k64 - above.sum(dim=1)
-    hits = (above & region).sum(dim=1) + slots_left * (equal & region).sum(dim=1) / equal.sum(dim=1)
-    defined = (k > 0) & (ordered[:, 0] > 0)
+    defined = (k > 0) & (total > 0)
     return torch.where(defined, hits / k64.clamp(min=1), float("nan")).to(torch.float32)
+
+
+def _kth_largest(values: Tensor, k: Tensor) -> Tensor:
+    """The ``k[i]``-th largest value of each row of ``values`` ``[N, P]`` (``1 <= k[i] <= P``), ``[N]``.
+
+    A selection, not a sort. On a CPU each row goes through NumPy's introselect (``torch.topk`` and
+    ``torch.kthvalue`` carry an index with every value there and take about ten times longer); on other
+    devices ``torch.topk`` reads rows whose ``k`` lies in the upper half from their largest values and the
+    others as the ``(P - k + 1)``-th smallest, so neither selection is longer than half a row.
+    """
+    pixels = values.shape[1]
+    if values.device.type == "cpu" and values.dtype in (torch.float16, torch.float32, torch.float64):
+        rows, ranks = values.numpy(), (pixels - k).tolist()
+        kth = [np.partition(row, rank)[rank] for row, rank in zip(rows, ranks, strict=True)]
+        return torch.from_numpy(np.array(kth, dtype=rows.dtype).reshape(len(ranks)))
+    kth = torch.empty(values.shape[0], dtype=values.dtype, device=values.device)
+    from_bottom = k > pixels // 2
+    for rows_here, largest, rank in ((~from_bottom, True, k), (from_bottom, False, pixels - k + 1)):
+        if not bool(rows_here.any()):
+            continue
+        chosen, wanted = (values, rank) if bool(rows_here.all()) else (values[rows_here], rank[rows_here])
+        best = chosen.topk(int(wanted.max()), dim=1, largest=largest, sorted=True).values
+        kth[rows_here] = best.gather(1, (wanted - 1)[:, None])[:, 0]
+    return kth
