@@ -11,6 +11,7 @@ import torch
 
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import functional as F
+from cam_audit.metrics import reductions
 
 MAP_SCORES = [F.relevance_mass, F.mass_lift, F.pointing_game, F.relevance_rank]
 
@@ -360,7 +361,9 @@ def test_relevance_rank_with_ties_and_large_regions_matches_a_full_sort(tied_bat
 def test_scores_of_large_batches_are_computed_slice_by_slice_with_the_same_values(monkeypatch, random_batch):
     maps, regions = random_batch
     whole = [score(maps, regions) for score in MAP_SCORES]
-    monkeypatch.setattr(F, "WORK_BYTES", 2 * maps[0].numel() * maps.element_size())  # two maps per slice
+    monkeypatch.setattr(
+        reductions, "WORK_BYTES", 2 * maps[0].numel() * maps.element_size()
+    )  # two maps per slice
     for score, expected in zip(MAP_SCORES, whole, strict=True):
         torch.testing.assert_close(score(maps, regions), expected, rtol=0, atol=0, equal_nan=True)
 
@@ -370,3 +373,28 @@ def test_mass_of_finite_maps_whose_row_sums_overflow_float32():
     maps[1, :, 4:] = 1e38
     regions = box_regions(2, 4, 8, 0, 0, 4, 4)
     torch.testing.assert_close(F.relevance_mass(maps, regions), torch.tensor([0.5, 0.75]))
+
+
+@pytest.mark.parametrize("tolerance", [0, 2])
+@pytest.mark.parametrize("batch", ["random_batch", "tied_batch"])
+def test_localisation_equals_each_score_on_its_own(request, batch, tolerance):
+    maps, regions = request.getfixturevalue(batch)
+    together = F.localisation(maps, regions, tolerance=tolerance)
+    alone = {
+        "area_fraction": F.area_fraction(regions),
+        "relevance_mass": F.relevance_mass(maps, regions),
+        "mass_lift": F.mass_lift(maps, regions),
+        "pointing_game": F.pointing_game(maps, regions, tolerance=tolerance),
+        "relevance_rank": F.relevance_rank(maps, regions),
+    }
+    assert list(together) == list(F.LOCALISATION_SCORES)
+    for name, expected in alone.items():
+        torch.testing.assert_close(together[name], expected, rtol=0, atol=0, equal_nan=True)
+    only = F.localisation(maps, regions, ("pointing_game",), tolerance=tolerance)
+    assert list(only) == ["pointing_game"]
+    torch.testing.assert_close(only["pointing_game"], alone["pointing_game"], equal_nan=True)
+
+
+def test_localisation_names_the_scores_it_knows():
+    with pytest.raises(CamAuditError, match="'focus' is not a score; choose from area_fraction"):
+        F.localisation(torch.rand(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), ("focus",))
