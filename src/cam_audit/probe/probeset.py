@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError, ProbeError
+from cam_audit.probe.fingerprint import FingerprintCache
 from cam_audit.probe.sample import ProbeSample
 from cam_audit.probe.validation import check_images, check_labels, split_boxes, split_masks
 from cam_audit.regions import target_regions
@@ -92,6 +92,7 @@ class ProbeSet(Dataset):
         # transform (a random one moves the regions at each call) and up to REGION_CACHE_BYTES
         self._regions: dict[int, tuple[Tensor, Tensor]] = {}
         self._region_bytes = 0
+        self._fingerprint = FingerprintCache()
 
     @classmethod
     def from_tensors(
@@ -314,27 +315,16 @@ class ProbeSet(Dataset):
     def fingerprint(self) -> str:
         """A short hash of the labels, regions and image content, stable across runs and machines.
 
+        Hashed once and kept while the samples, their tensors and their image files stay as they were
+        (:class:`~cam_audit.probe.fingerprint.FingerprintCache`), so later audits do not hash it again.
+
         Example:
             >>> images = torch.zeros(2, 3, 4, 4)
             >>> first = ProbeSet.from_tensors(images, [0, 1]).fingerprint()
             >>> first == ProbeSet.from_tensors(images.clone(), [0, 1]).fingerprint(), len(first)
             (True, 16)
         """
-        digest = hashlib.sha256()
-        digest.update(repr(self.classes).encode())
-        for sample in self.samples:
-            digest.update(f"|{sample.label}|{sample.size}|".encode())
-            for key in ("boxes", "masks", "spurious_boxes", "spurious_masks"):
-                value = getattr(sample, key)
-                digest.update(key.encode())
-                if value is not None:
-                    digest.update(repr(tuple(value.shape)).encode())
-                    digest.update(value.detach().cpu().contiguous().numpy())
-            if isinstance(sample.image, Path):
-                digest.update(sample.image.read_bytes())
-            else:
-                digest.update(sample.image.detach().cpu().to(torch.float32).contiguous().numpy())
-        return digest.hexdigest()[:16]
+        return self._fingerprint.get(self.samples, self.classes)
 
     def _positions(self, indices: Sequence[int] | Tensor | range) -> list[int]:
         positions = indices.tolist() if isinstance(indices, Tensor) else list(indices)
@@ -351,29 +341,38 @@ class ProbeSet(Dataset):
             self._regions[position] = pair
             self._region_bytes += size
 
+    def _collated_sample(self, position: int) -> tuple[Tensor, int, str, tuple[Tensor, Tensor]]:
+        """Image, label, id and (object, spurious) regions of one sample, as a batch holds them."""
+        sample, pair = self.samples[position], self._regions.get(position)
+        if pair is not None:
+            # kept regions mean no transform: the stored image is what probe[position] would give, without
+            # wrapping every box and mask in a tv_tensor on the way
+            return sample.load_image(), sample.label, sample.sample_id, pair
+        image, target = self[position]
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        pair = (target_regions(target, size, "object"), target_regions(target, size, "spurious"))
+        self._keep_regions(position, pair)
+        return image.as_subclass(Tensor), int(target["label"]), str(target["sample_id"]), pair
+
     def _collate(self, positions: list[int]) -> ProbeBatch:
         images, labels, regions, spurious, sample_ids = [], [], [], [], []
         first: tuple[str, tuple[int, int]] | None = None
         for position in positions:
-            image, target = self[position]
+            image, label, sample_id, pair = self._collated_sample(position)
             size = (int(image.shape[-2]), int(image.shape[-1]))
             if first is None:
-                first = (target["sample_id"], size)
+                first = (sample_id, size)
             elif size != first[1]:
                 raise CamAuditError(
-                    f"samples {first[0]!r} ({first[1][0]}x{first[1][1]}) and {target['sample_id']!r} "
+                    f"samples {first[0]!r} ({first[1][0]}x{first[1][1]}) and {sample_id!r} "
                     f"({size[0]}x{size[1]}) have different image sizes and cannot share a batch; "
                     f"give the probe set transform=v2.Resize(({first[1][0]}, {first[1][1]}))."
                 )
-            images.append(image.as_subclass(Tensor))
-            labels.append(int(target["label"]))
-            pair = self._regions.get(position)
-            if pair is None:
-                pair = (target_regions(target, size, "object"), target_regions(target, size, "spurious"))
-                self._keep_regions(position, pair)
+            images.append(image)
+            labels.append(label)
             regions.append(pair[0])
             spurious.append(pair[1])
-            sample_ids.append(str(target["sample_id"]))
+            sample_ids.append(sample_id)
         spurious_regions = torch.stack(spurious)
         return ProbeBatch(
             images=torch.stack(images),
