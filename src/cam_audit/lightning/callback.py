@@ -1,15 +1,16 @@
 """``CamAudit``: audit the model on a probe set while it trains, and log it like any other metric.
 
 A thin shell over :class:`~cam_audit.pipeline.AuditRun`: each hook is a guard and one call. The steps
-around the pipeline live beside this module: when to audit (``schedule``), the Trainer's processes as
-collectives (``distributed``), what is remembered across resume (``history``), what is logged and written
-(``scalars``, ``overlays``, ``sinks``) and what a failed verdict does (``verdict``).
+around the pipeline live beside this module: when to audit (``schedule``) and within what share of the
+fit's time (``budget``), the Trainer's processes as collectives (``distributed``), what is remembered
+across resume (``history``), what is logged and written (``scalars``, ``overlays``, ``sinks``) and what a
+failed verdict does (``verdict``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -17,14 +18,14 @@ from torch import Tensor
 
 from cam_audit.cam import CamEngine
 from cam_audit.counterfactual import Fill
-from cam_audit.errors import CamAuditError
-from cam_audit.lightning.distributed import LightningCollectives, forward_context
+from cam_audit.lightning.budget import AuditKind, CostMeter, FitBudget, epoch_audit, timed
+from cam_audit.lightning.distributed import LightningCollectives, check_strategy, forward_context
 from cam_audit.lightning.history import AuditHistory, HistoryField
 from cam_audit.lightning.overlays import OverlayCollector
-from cam_audit.lightning.scalars import log_scalars
-from cam_audit.lightning.schedule import AuditSchedule
+from cam_audit.lightning.publish import publish_audit
+from cam_audit.lightning.scalars import log_overhead
+from cam_audit.lightning.schedule import AuditSchedule, FitProgress
 from cam_audit.lightning.settings import callback_bases, check_arguments, load_probe
-from cam_audit.lightning.sinks import log_audit_media, write_reports
 from cam_audit.lightning.verdict import OnShortcut, act_on_verdict
 from cam_audit.pipeline import AuditRun, rank_indices
 from cam_audit.probe import ProbeSet
@@ -36,8 +37,11 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
     """Grad-CAM++ focus and shortcut audit of the model, every ``every_n_epochs`` epochs.
 
     Audits run at the end of validation (or of the training epoch when there is no validation), never
-    during the sanity check, and also under ``trainer.validate()`` and ``trainer.test()``. Under
-    ``fast_dev_run`` one batch is audited as a smoke test and nothing is logged or written.
+    during the sanity check, and also under ``trainer.validate()`` and ``trainer.test()``. The last epoch
+    of a fit is always audited in full, in ``on_train_end`` when the fit stopped early (its numbers then
+    go to the loggers directly: Lightning allows no ``self.log`` there). Under ``fast_dev_run`` one batch
+    is audited as a smoke test and nothing is logged or written. ``<prefix>/overhead`` is the callback's
+    share of the fit's time so far.
 
     Args:
         probe: images with object (and optionally spurious) regions, or a
@@ -61,6 +65,9 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         write_reports: write ``report.json`` and ``samples.csv`` under ``<log_dir>/cam_audit/``.
         reshape_transform: turns a token layer's output into [N, C, h, w] (ViTs).
         prefix: prefix of every logged name.
+        max_overhead: the callback's largest share of the fit's time, e.g. ``0.05``: ``every_n_epochs``
+            is then the densest schedule, and an audit is cheap (no counterfactual tests) or skipped
+            where a full one does not fit (:func:`~cam_audit.lightning.budget.plan_audit`).
 
     >>> from cam_audit.synthetic import make_scenes
     >>> CamAudit(make_scenes(8).to_probe(), target_layer="features", every_n_epochs=2).every_n_epochs
@@ -91,6 +98,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         write_reports: bool = True,
         reshape_transform: Callable[[Tensor], Tensor] | None = None,
         prefix: str = "cam_audit",
+        max_overhead: float | None = None,
     ) -> None:
         super().__init__()
         self.probe = load_probe(probe)
@@ -114,8 +122,11 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.probe_fingerprint = self.probe.fingerprint()
         self.history = AuditHistory()
         self.last_report: AuditReport | None = None
+        self.meter = CostMeter()
+        self.max_overhead = max_overhead
+        self.budget = FitBudget(max_overhead, self.meter) if max_overhead is not None else None
+        self.progress = FitProgress()
         self._run: AuditRun | None = None
-        self._audited_epoch = -1
 
     @property
     def schedule(self) -> AuditSchedule:
@@ -131,31 +142,38 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
             prefix=self.prefix,
         )
 
+    @timed
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        strategy = type(trainer.strategy).__name__
-        if "FSDP" in strategy or "DeepSpeed" in strategy:
-            raise CamAuditError(
-                f"CamAudit does not support {strategy}: sharded parameters are not whole on any rank, so "
-                "Grad-CAM++ cannot run the model; audit a gathered checkpoint offline with "
-                "`cam-audit audit --ckpt PATH` instead"
-            )
-        self._run = self._build_run(trainer, pl_module)
-        self._run.check_model()
+        if stage == "fit":
+            self.meter.start_fit()
+        self._setup_run(trainer, pl_module)
 
+    @timed
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.state.fn == "fit" and not self.schedule.due(trainer)):
+        if trainer.sanity_checking:
             return
-        self._audit(trainer, pl_module)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # an audit of the same epoch number by an earlier trainer.validate()/test() does not count
-        self._audited_epoch = -1
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # without a validation loop this epoch, audit here
-        if self._audited_epoch != trainer.current_epoch and self.schedule.due(trainer):
+        if trainer.state.fn != "fit":
             self._audit(trainer, pl_module)
+        elif not self.progress.decided:
+            self._audit_epoch(trainer, pl_module)
 
+    @timed
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.progress.start(trainer.current_epoch)
+
+    @timed
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # without a validation loop this epoch, decide here
+        if not self.progress.decided:
+            self._audit_epoch(trainer, pl_module)
+
+    @timed
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.fast_dev_run and self.progress.needs_final_audit():
+            self._audit(trainer, pl_module, final=True)
+        self.progress.start(-1)
+
+    @timed
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._audit(trainer, pl_module)
 
@@ -164,6 +182,23 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.load_state_dict(state_dict)
+
+    def _setup_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
+        check_strategy(trainer)
+        self._run = self._build_run(trainer, pl_module)
+        self._run.check_model()
+        return self._run
+
+    def _audit_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Decide this epoch's audit (the schedule's, within the budget when there is one), run it and
+        log the callback's share of the fit so far."""
+        self.progress.decided = True
+        run = (self._run or self._setup_run(trainer, pl_module)).to(pl_module.device)
+        kind = epoch_audit(trainer, self.schedule, self.budget, run, self.history.n_audits)
+        if kind != "skip":
+            self._audit(trainer, pl_module, kind)
+        if not trainer.fast_dev_run:
+            log_overhead(pl_module, self.prefix, self.meter.share())
 
     def _build_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
         engine = CamEngine(
@@ -185,16 +220,19 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
             probe_fingerprint=self.probe_fingerprint,
         )
 
-    def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._run is None:
-            self.setup(trainer, pl_module, stage=str(trainer.state.fn))
-        assert self._run is not None
-        run, smoke, epoch = self._run, bool(trainer.fast_dev_run), trainer.current_epoch
-        self._audited_epoch = epoch
+    def _audit(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        kind: AuditKind = "full",
+        final: bool = False,
+    ) -> None:
+        run = (self._run or self._setup_run(trainer, pl_module)).to(pl_module.device)
+        smoke, started = bool(trainer.fast_dev_run), time.perf_counter()
+        epoch = self.progress.epoch if final else trainer.current_epoch
         indices = rank_indices(len(self.probe), self.batch_size, trainer.global_rank, trainer.world_size)
         drawn = OverlayCollector(self.max_images if trainer.is_global_zero and self.log_images else 0)
-        run.to(pl_module.device)
-        run.counterfactual = self.schedule.counterfactual_due(trainer, self.history.n_audits)
+        run.counterfactual = self.counterfactual and kind == "full"
         run.on_batch = drawn
         meta = {"epoch": epoch, "global_step": trainer.global_step, "stage": str(trainer.state.fn)}
         report = run(
@@ -205,23 +243,15 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         if smoke:
             return
         is_best = self.history.record(report, epoch)
-        log_scalars(pl_module, report, self.prefix, run.counterfactual)
-        run.collectives.run_step(
-            "logging images and writing reports", lambda: self._publish(trainer, report, drawn, is_best)
+        publish_audit(
+            trainer, report, run.collectives, drawn, self.prefix, self.write_reports, is_best, final
         )
         self.last_report = report
+        if kind == "full" and epoch == self.progress.epoch:
+            self.progress.full_epoch = epoch
+        if self.budget is not None:
+            self.budget.prices.record(kind, time.perf_counter() - started, report)
         act_on_verdict(trainer, report, self.on_shortcut)
-
-    def _publish(
-        self, trainer: pl.Trainer, report: AuditReport, drawn: OverlayCollector, is_best: bool
-    ) -> None:
-        # Trainer.log_dir is a broadcast: every rank asks for it, only rank 0 writes
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir) if self.write_reports else None
-        if not trainer.is_global_zero:
-            return
-        log_audit_media(trainer, report, drawn.grid(), self.prefix)
-        if log_dir is not None:
-            write_reports(log_dir, report, self.prefix, is_best=is_best)
 
 
 __all__ = ["CamAudit"]

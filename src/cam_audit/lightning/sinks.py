@@ -36,9 +36,7 @@ def log_audit_media(
             logger.log_text(key=f"{prefix}/verdict", columns=["verdict"], data=[[verdict]], step=step)
         elif hasattr(experiment, "log_image") and hasattr(logger, "run_id"):  # MLFlowLogger
             if grid is not None:
-                experiment.log_image(
-                    logger.run_id, hwc_uint8(grid), f"{prefix}/overlays_{epoch:04d}.png"
-                )
+                experiment.log_image(logger.run_id, hwc_uint8(grid), f"{prefix}/overlays_{epoch:04d}.png")
             experiment.log_text(logger.run_id, verdict, f"{prefix}/verdict_{epoch:04d}.md")
         elif getattr(logger, "log_dir", None) and grid is not None:  # CSVLogger and the like
             save_png(grid, Path(logger.log_dir) / prefix / f"overlays_epoch{epoch:04d}.png")
