@@ -98,15 +98,15 @@ def _report(seconds: float, attribution: float, counterfactual: float) -> AuditR
 
 def test_a_full_audit_prices_both_kinds_until_a_cheap_one_is_measured():
     prices = AuditPrices()
-    prices.estimate_from_sample(0.1, 8, 64)  # the engine: 0.1 s for 8 of 64 samples
-    assert (prices.cheap, prices.full) == pytest.approx((1.6, 4.8))
+    prices.estimate_from_batch(0.4, 2)  # the engine: 0.4 s a batch, two batches
+    assert (prices.cheap, prices.full) == pytest.approx((1.2, 2.8))
     prices.record("full", 2.0, _report(1.9, 0.5, 1.2))
     assert (prices.full, prices.cheap) == pytest.approx((2.0, 0.8))
     prices.record("cheap", 0.9, _report(0.85, 0.5, 0.0))
     assert (prices.full, prices.cheap) == pytest.approx((2.0, 0.9))
     prices.record("full", 2.4, _report(2.3, 0.6, 1.5))
     assert (prices.full, prices.cheap) == pytest.approx((2.4, 0.9))  # a measured cheap price stays
-    prices.estimate_from_sample(9.0, 1, 64)
+    prices.estimate_from_batch(9.0, 2)
     assert prices.full == pytest.approx(2.4)  # estimates never replace measurements
 
 

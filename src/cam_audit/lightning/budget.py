@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 
 from cam_audit.errors import CamAuditError
 from cam_audit.lightning.schedule import AuditSchedule, last_epoch
-from cam_audit.pipeline import AuditRun
+from cam_audit.pipeline import AuditRun, rank_indices
 from cam_audit.report import AuditReport
 
 #: ``"full"``: maps and the counterfactual tests; ``"cheap"``: maps only; ``"skip"``: no audit.
@@ -99,8 +99,8 @@ def plan_audit(state: BudgetState, *, counterfactual: bool, last_epoch: bool) ->
 class AuditPrices:
     """Seconds a full and a cheap audit take: measured from the audits themselves, estimated until then.
 
-    Before any audit an estimate comes from a few probe samples timed through the engine
-    (:func:`sample_price`), at the first epoch an audit is due, on the device the fit runs on. After
+    Before any audit an estimate comes from one probe batch timed through the engine
+    (:func:`batch_price`), at the first epoch an audit is due, on the device the fit runs on. After
     an audit of one kind the other kind is estimated from it: a cheap audit is a full one less its
     counterfactual forwards, a full one a cheap one plus two forwards (the fill and the paste test) of
     the probe, priced by its attribution time. A measured price always replaces an estimate.
@@ -111,13 +111,14 @@ class AuditPrices:
         self.cheap: float | None = None
         self.measured: set[str] = set()
 
-    def estimate_from_sample(self, seconds: float, n_timed: int, n_audited: int) -> None:
-        """Prices before any audit, from ``n_timed`` samples through the engine in ``seconds``: a cheap
-        audit twice the engine's time over the ``n_audited`` samples (scores, images and reports on
-        top), a full one three times that (the fill and the paste forwards)."""
+    def estimate_from_batch(self, seconds: float, n_batches: int) -> None:
+        """Prices before any audit, from one probe batch through the engine in ``seconds``: with the
+        engine's time over the ``n_batches`` an audit takes, a cheap audit half as much again (scores,
+        images and reports), a full one two engine times more (the fill and the paste forwards)."""
         if not self.measured:
-            self.cheap = 2.0 * seconds * n_audited / max(n_timed, 1)
-            self.full = 3.0 * self.cheap
+            engine = seconds * n_batches
+            self.cheap = 1.5 * engine
+            self.full = self.cheap + 2.0 * engine
 
     def record(self, kind: AuditKind, seconds: float, report: AuditReport) -> None:
         """Price ``kind`` at ``seconds`` (the whole audit: scoring, logging, images and reports)."""
@@ -218,17 +219,19 @@ class FitBudget:
         return kind
 
 
-def sample_price(run: AuditRun, world_size: int, n: int = 8) -> tuple[float, int, int]:
-    """``(seconds, n timed, n audited)``: the engine timed on the first ``n`` probe samples on the run's
-    device (after one untimed call, so no first-call cost is priced) and the samples an audit of this
-    rank takes."""
-    batch = next(iter(run.probe.batches(n))).to(run.device)
+def batch_price(run: AuditRun, rank: int, world_size: int) -> tuple[float, int]:
+    """``(seconds, batches)``: the engine timed on the first probe batch on the run's device (after an
+    untimed one-sample call, so no first-call cost is priced), and the batches an audit of this rank
+    takes. A smaller sample would be cheaper to time but prices a batch badly: per-call costs dominate
+    it."""
+    batch = next(iter(run.probe.batches(run.batch_size))).to(run.device)
     with run.forward_context():
         run.engine(batch.images[:1], batch.labels[:1])
         started = time.perf_counter()
         run.engine(batch.images, batch.labels)
         seconds = time.perf_counter() - started
-    return seconds, len(batch), math.ceil(len(run.probe) / world_size)
+    mine = rank_indices(len(run.probe), run.batch_size, rank, world_size)
+    return seconds, math.ceil(len(mine) / run.batch_size)
 
 
 def epoch_audit(
@@ -242,7 +245,7 @@ def epoch_audit(
     if budget is None or trainer.fast_dev_run:
         return "full" if counterfactual else "cheap"
     if budget.prices.full is None:
-        budget.prices.estimate_from_sample(*sample_price(run, trainer.world_size))
+        budget.prices.estimate_from_batch(*batch_price(run, trainer.global_rank, trainer.world_size))
     return budget.plan(trainer, counterfactual, last_epoch(trainer))
 
 
@@ -274,6 +277,6 @@ __all__ = [
     "epoch_audit",
     "plan_audit",
     "remaining_training",
-    "sample_price",
+    "batch_price",
     "timed",
 ]
