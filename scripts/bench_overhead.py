@@ -31,7 +31,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -76,6 +76,7 @@ class Fit:
     audits: int = 0
     epochs: str = ""
     flagged: bool = False
+    decisions: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def training(self) -> float:
@@ -127,6 +128,7 @@ def fit(
         result.audits = audit.n_audits
         result.flagged = audit.last_report is not None and not audit.last_report.verdict.passed
         result.epochs = audited_epochs(root / "tb" / "cam_audit" / "history.jsonl")
+        result.decisions = list(audit.budget.decisions) if audit.budget is not None else []
     return result
 
 
@@ -191,6 +193,8 @@ def main() -> None:
                     f"       {name}: callback share {run.share:.1%} by its own clock; {run.audits} audits at "
                     f"epochs {run.epochs}; last audit {'flags' if run.flagged else 'passes'} the model"
                 )
+            for epoch, kind, reason in budgeted[-1].decisions if budgeted and repeat == 0 else []:
+                print(f"         epoch {epoch}: {kind:5s} {reason}")
 
     median = statistics.median
     # fit against fit: both arms less their floor forwards (instrumentation, not audit)

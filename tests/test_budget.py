@@ -100,8 +100,10 @@ def test_a_full_audit_prices_both_kinds_until_a_cheap_one_is_measured():
     prices = AuditPrices()
     prices.estimate_from_batch(0.4, 2)  # the engine: 0.4 s a batch, two batches
     assert (prices.cheap, prices.full) == pytest.approx((1.2, 2.8))
+    assert (prices.quote("cheap"), prices.quote("full")) == pytest.approx((1.8, 4.2))  # with the margin
     prices.record("full", 2.0, _report(1.9, 0.5, 1.2))
     assert (prices.full, prices.cheap) == pytest.approx((2.0, 0.8))
+    assert (prices.quote("full"), prices.quote("cheap")) == pytest.approx((2.0, 1.2))  # measured as is
     prices.record("cheap", 0.9, _report(0.85, 0.5, 0.0))
     assert (prices.full, prices.cheap) == pytest.approx((2.0, 0.9))
     prices.record("full", 2.4, _report(2.3, 0.6, 1.5))

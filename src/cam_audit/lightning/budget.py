@@ -28,6 +28,9 @@ AuditKind = Literal["full", "cheap", "skip"]
 
 Hook = TypeVar("Hook", bound=Callable[..., Any])
 
+#: How much more than its estimate an audit not yet measured is priced at.
+ESTIMATE_MARGIN = 1.5
+
 
 @dataclass(frozen=True)
 class BudgetState:
@@ -103,7 +106,9 @@ class AuditPrices:
     (:func:`batch_price`), at the first epoch an audit is due, on the device the fit runs on. After
     an audit of one kind the other kind is estimated from it: a cheap audit is a full one less its
     counterfactual forwards, a full one a cheap one plus two forwards (the fill and the paste test) of
-    the probe, priced by its attribution time. A measured price always replaces an estimate.
+    the probe, priced by its attribution time. A measured price always replaces an estimate, and an
+    estimate is quoted at :data:`ESTIMATE_MARGIN` times itself (:meth:`quote`): a price too low overspends
+    the budget, one too high only delays an audit.
     """
 
     def __init__(self) -> None:
@@ -119,6 +124,13 @@ class AuditPrices:
             engine = seconds * n_batches
             self.cheap = 1.5 * engine
             self.full = self.cheap + 2.0 * engine
+
+    def quote(self, kind: Literal["full", "cheap"]) -> float | None:
+        """The price the decision uses: the measured one, or the estimate with its margin."""
+        price = self.full if kind == "full" else self.cheap
+        if price is None or kind in self.measured:
+            return price
+        return ESTIMATE_MARGIN * price
 
     def record(self, kind: AuditKind, seconds: float, report: AuditReport) -> None:
         """Price ``kind`` at ``seconds`` (the whole audit: scoring, logging, images and reports)."""
@@ -210,8 +222,8 @@ class FitBudget:
             self.max_overhead,
             fit,
             spent,
-            self.prices.full,
-            self.prices.cheap,
+            self.prices.quote("full"),
+            self.prices.quote("cheap"),
             remaining_training(trainer, fit - spent),
         )
         kind, reason = agree(trainer, plan_audit(state, counterfactual=counterfactual, last_epoch=last_epoch))
@@ -268,6 +280,7 @@ def agree(trainer: pl.Trainer, decision: tuple[AuditKind, str]) -> tuple[AuditKi
 
 
 __all__ = [
+    "ESTIMATE_MARGIN",
     "AuditKind",
     "AuditPrices",
     "BudgetState",
