@@ -9,6 +9,7 @@ load on a shared machine hits both alike; the median of each is compared:
     python scripts/bench_overhead.py --epochs 5 --repeats 5 --threads 2
     python scripts/bench_overhead.py --counterfactual-every-n-audits 5      # maps every epoch
     python scripts/bench_overhead.py --no-counterfactual --every-n-epochs 2   # cheaper settings
+    python scripts/bench_overhead.py --epochs 10 --max-overhead 0.05   # adds a third arm: a 5% budget
 
 Prints one line per run, then the medians and ``overhead = audited / plain - 1``. Seeds are fixed, so
 both arms train on the same batches; only the audit differs. Both arms also time the floor: one plain
@@ -16,15 +17,21 @@ no-grad forward of the model over the probe at every validation end (excluded fr
 audit that computes maps can cost less than that forward (Grad-CAM++ needs it; the counterfactual tests
 add about one more each). A shared machine's speed drifts between runs, so the audits' and the floor's
 shares are also given within each run, against the training time of that same run.
+
+With ``--max-overhead`` a third arm runs the same fit with ``CamAudit(max_overhead=...)``; for each
+audited fit the script prints the callback's share by its own clock (every hook, from the fit's start),
+the epochs it audited (``full``: with the counterfactual tests, ``maps``: without) and whether the last
+audit still flags the watermark shortcut.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -34,21 +41,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from cam_audit import CamAudit
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.synthetic import make_scenes
-
-
-class TimedCamAudit(CamAudit):
-    """CamAudit that adds up the wall and process CPU time of its audits (scoring, logging, files)."""
-
-    seconds = 0.0
-    cpu_seconds = 0.0
-
-    def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        started, started_cpu = time.perf_counter(), time.process_time()
-        try:
-            super()._audit(trainer, pl_module)
-        finally:
-            self.seconds += time.perf_counter() - started
-            self.cpu_seconds += time.process_time() - started_cpu
 
 
 class FloorForward(pl.Callback):
@@ -74,14 +66,17 @@ class FloorForward(pl.Callback):
 
 @dataclass
 class Fit:
-    """One fit: wall and process CPU seconds, the audits' share of them and the floor forwards'."""
+    """One fit: wall and process CPU seconds, the callback's share of them and the floor forwards'."""
 
     wall: float
     cpu: float
     floor: float
     audit_wall: float = 0.0
-    audit_cpu: float = 0.0
+    share: float = 0.0
     audits: int = 0
+    epochs: str = ""
+    flagged: bool = False
+    decisions: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def training(self) -> float:
@@ -89,15 +84,17 @@ class Fit:
         return self.wall - self.floor - self.audit_wall
 
 
-def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None) -> Fit:
-    """One seeded fit of the demo model, with or without the audit."""
+def fit(
+    root: Path, args: argparse.Namespace, audited: bool, epochs: int | None = None, budget: bool = False
+) -> Fit:
+    """One seeded fit of the demo model, with or without the audit (and its budget)."""
     pl.seed_everything(0, workers=True, verbose=False)
     probe = make_scenes(args.probe_size, watermark="correlated", seed=2024).to_probe()
     floor = FloorForward([batch.images for batch in probe.batches(64)])
     callbacks: list[pl.Callback] = [floor]
     if audited:
         callbacks.append(
-            TimedCamAudit(
+            CamAudit(
                 probe,
                 target_layer="features",
                 every_n_epochs=args.every_n_epochs,
@@ -105,6 +102,7 @@ def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None 
                 counterfactual_every_n_audits=args.counterfactual_every_n_audits,
                 log_images=not args.no_images,
                 max_images=12,
+                max_overhead=args.max_overhead if budget else None,
             )
         )
     trainer = pl.Trainer(
@@ -126,8 +124,18 @@ def fit(root: Path, args: argparse.Namespace, audited: bool, epochs: int | None 
     result = Fit(time.perf_counter() - started, time.process_time() - started_cpu, floor.seconds)
     if audited:
         audit = callbacks[1]
-        result.audit_wall, result.audit_cpu, result.audits = audit.seconds, audit.cpu_seconds, audit.n_audits
+        result.share, result.audit_wall = audit.meter.share(), audit.meter.spent
+        result.audits = audit.n_audits
+        result.flagged = audit.last_report is not None and not audit.last_report.verdict.passed
+        result.epochs = audited_epochs(root / "tb" / "cam_audit" / "history.jsonl")
+        result.decisions = list(audit.budget.decisions) if audit.budget is not None else []
     return result
+
+
+def audited_epochs(history: Path) -> str:
+    """The audited epochs from the history the callback writes: ``3 maps, 9 full``."""
+    rows = [json.loads(line) for line in history.read_text().splitlines()] if history.is_file() else []
+    return ", ".join(f"{row['epoch']} {'maps' if row['cf_flip_rate'] is None else 'full'}" for row in rows)
 
 
 def main() -> None:
@@ -145,6 +153,9 @@ def main() -> None:
     )
     parser.add_argument("--no-images", action="store_true", help="do not draw the overlay grid")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--max-overhead", type=float, default=None, help="also fit with CamAudit(max_overhead=...), e.g. 0.05"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -157,6 +168,7 @@ def main() -> None:
     )
     plain: list[Fit] = []
     audited: list[Fit] = []
+    budgeted: list[Fit] = []
     with tempfile.TemporaryDirectory() as tmp:
         warmup = argparse.Namespace(**{**vars(args), "n_train": 128, "probe_size": 16})
         fit(Path(tmp) / "warmup", warmup, audited=True, epochs=1)  # imports and thread pools warm
@@ -166,9 +178,23 @@ def main() -> None:
             p, a = plain[-1], audited[-1]
             print(
                 f"run {repeat + 1}: without {p.wall:6.2f} s wall {p.cpu:6.2f} s CPU | with {a.wall:6.2f} s "
-                f"wall {a.cpu:6.2f} s CPU, of which {a.audit_wall:.2f} s in {a.audits} audits | floor "
-                f"forwards {p.floor:.2f} s / {a.floor:.2f} s"
+                f"wall {a.cpu:6.2f} s CPU, of which {a.audit_wall:.2f} s in the callback ({a.audits} audits) "
+                f"| floor forwards {p.floor:.2f} s / {a.floor:.2f} s"
             )
+            if args.max_overhead is not None:
+                budgeted.append(fit(Path(tmp) / f"budget{repeat}", args, audited=True, budget=True))
+                b = budgeted[-1]
+                print(
+                    f"       with max_overhead={args.max_overhead:g}: {b.wall:6.2f} s wall "
+                    f"{b.cpu:6.2f} s CPU, of which {b.audit_wall:.2f} s in the callback"
+                )
+            for name, run in [("no budget", a)] + ([("budget", budgeted[-1])] if budgeted else []):
+                print(
+                    f"       {name}: callback share {run.share:.1%} by its own clock; {run.audits} audits at "
+                    f"epochs {run.epochs}; last audit {'flags' if run.flagged else 'passes'} the model"
+                )
+            for epoch, kind, reason in budgeted[-1].decisions if budgeted and repeat == 0 else []:
+                print(f"         epoch {epoch}: {kind:5s} {reason}")
 
     median = statistics.median
     # fit against fit: both arms less their floor forwards (instrumentation, not audit)
@@ -186,9 +212,17 @@ def main() -> None:
     per_audit = median([run.audit_wall / run.audits for run in audited])
     in_floors = median([run.audit_wall / run.floor for run in audited])
     print(
-        f"audits, same run: {share:+.1%} of that run's training time ({per_audit:.3f} s per audit, "
+        f"callback, same run: {share:+.1%} of that run's training time ({per_audit:.3f} s per audit, "
         f"{in_floors:.1f}x the floor forwards timed beside them)"
     )
+    if budgeted:
+        with_budget = median([run.wall - run.floor for run in budgeted])
+        print(
+            f"with max_overhead={args.max_overhead:g}: median fit {with_budget:.2f} s wall, "
+            f"{with_budget / base - 1:+.1%} against the fit without CamAudit; callback share by its own "
+            f"clock {median([run.share for run in budgeted]):.1%} (no budget: "
+            f"{median([run.share for run in audited]):.1%})"
+        )
     floor_share = median([run.floor / run.training for run in plain + audited])
     print(
         f"floor, same run: one no-grad forward over the {args.probe_size}-image probe per epoch is "

@@ -11,6 +11,7 @@ import torch
 
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import functional as F
+from cam_audit.metrics import reductions
 
 MAP_SCORES = [F.relevance_mass, F.mass_lift, F.pointing_game, F.relevance_rank]
 
@@ -316,3 +317,84 @@ def test_pointing_game_rejects_bad_tolerance(tolerance):
 def test_errors_are_value_errors_for_callers_that_do_not_know_cam_audit():
     with pytest.raises(ValueError):
         F.relevance_mass(torch.rand(4, 4), torch.ones(4, 4, dtype=torch.bool))
+
+
+# ---------------------------------------------------------------- fast paths give the reference values
+
+
+def reference_relevance_rank(a: np.ndarray, s: np.ndarray) -> float:
+    """Ties shared out as documented, from a full sort in float64."""
+    values, members = a.ravel().astype(np.float64), s.ravel()
+    k = int(members.sum())
+    if k == 0 or values.max() == 0.0:
+        return math.nan
+    kth = np.sort(values)[::-1][k - 1]
+    above, equal = values > kth, values == kth
+    share = (k - above.sum()) * (equal & members).sum() / equal.sum()
+    return float(((above & members).sum() + share) / k)
+
+
+@pytest.fixture
+def tied_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """CAM-like maps (a zero background, values on a coarse grid: many ties) and regions from empty to
+    full, several larger than half the image."""
+    torch.manual_seed(4)
+    maps = (torch.relu(torch.randn(7, 12, 10)) * 4).round() / 4  # exact in bfloat16 too
+    regions = torch.zeros(7, 12, 10, dtype=torch.bool)
+    regions[0, 2:5, 3:6] = True
+    regions[1, :, :7] = True  # 84 of 120 pixels
+    regions[2] = True
+    regions[3, 1:11, 1:9] = True  # 80 of 120
+    regions[4, 6:, :] = True
+    regions[5, 0, 0] = True  # regions[6] stays empty
+    return maps, regions
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_relevance_rank_with_ties_and_large_regions_matches_a_full_sort(tied_batch, dtype):
+    maps, regions = tied_batch
+    expected = [reference_relevance_rank(a, s) for a, s in zip(maps.numpy(), regions.numpy(), strict=True)]
+    assert sum(1 for e in expected if not math.isnan(e) and 0 < e < 1) >= 3
+    assert_close_with_nan(F.relevance_rank(maps.to(dtype), regions), expected)
+
+
+def test_scores_of_large_batches_are_computed_slice_by_slice_with_the_same_values(monkeypatch, random_batch):
+    maps, regions = random_batch
+    whole = [score(maps, regions) for score in MAP_SCORES]
+    monkeypatch.setattr(
+        reductions, "WORK_BYTES", 2 * maps[0].numel() * maps.element_size()
+    )  # two maps per slice
+    for score, expected in zip(MAP_SCORES, whole, strict=True):
+        torch.testing.assert_close(score(maps, regions), expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_mass_of_finite_maps_whose_row_sums_overflow_float32():
+    maps = torch.full((2, 4, 8), 3e38)  # finite, but a row of eight sums past float32's largest value
+    maps[1, :, 4:] = 1e38
+    regions = box_regions(2, 4, 8, 0, 0, 4, 4)
+    torch.testing.assert_close(F.relevance_mass(maps, regions), torch.tensor([0.5, 0.75]))
+
+
+@pytest.mark.parametrize("tolerance", [0, 2])
+@pytest.mark.parametrize("batch", ["random_batch", "tied_batch"])
+def test_localisation_equals_each_score_on_its_own(request, batch, tolerance):
+    maps, regions = request.getfixturevalue(batch)
+    together = F.localisation(maps, regions, tolerance=tolerance)
+    alone = {
+        "area_fraction": F.area_fraction(regions),
+        "relevance_mass": F.relevance_mass(maps, regions),
+        "mass_lift": F.mass_lift(maps, regions),
+        "pointing_game": F.pointing_game(maps, regions, tolerance=tolerance),
+        "relevance_rank": F.relevance_rank(maps, regions),
+    }
+    assert list(together) == list(F.LOCALISATION_SCORES)
+    for name, expected in alone.items():
+        torch.testing.assert_close(together[name], expected, rtol=0, atol=0, equal_nan=True)
+    only = F.localisation(maps, regions, ("pointing_game",), tolerance=tolerance)
+    assert list(only) == ["pointing_game"]
+    torch.testing.assert_close(only["pointing_game"], alone["pointing_game"], equal_nan=True)
+
+
+def test_localisation_names_the_scores_it_knows():
+    with pytest.raises(CamAuditError, match="'focus' is not a score; choose from area_fraction"):
+        F.localisation(torch.rand(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), ("focus",))

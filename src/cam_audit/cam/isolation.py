@@ -42,7 +42,9 @@ def eval_mode_untouched(model: nn.Module, device: torch.device) -> Iterator[None
         >>> net.training, net[1].training
         (True, False)
     """
-    flags = [(module, module.training) for module in model.modules()]
+    # only the modules in training mode are switched (and switched back): each flag set goes through
+    # Module.__setattr__, and an audit enters this context three times per batch
+    training = [module for module in model.modules() if module.training]
     if device.type == "cpu":
         rng = torch.random.fork_rng(devices=[])
     else:
@@ -52,12 +54,12 @@ def eval_mode_untouched(model: nn.Module, device: torch.device) -> Iterator[None
         rng = torch.random.fork_rng(devices=[index], device_type=device.type)
     with rng:
         try:
-            for module, _ in flags:
+            for module in training:
                 module.training = False
             yield
         finally:
-            for module, training in flags:
-                module.training = training
+            for module in training:
+                module.training = True
 
 
 def compiled_inner(module: nn.Module) -> nn.Module | None:

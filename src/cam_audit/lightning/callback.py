@@ -1,13 +1,15 @@
 """``CamAudit``: audit the model on a probe set while it trains, and log it like any other metric.
 
 A thin shell over :class:`~cam_audit.pipeline.AuditRun`: each hook is a guard and one call. The steps
-around the pipeline live beside this module: when to audit (``schedule``), the Trainer's processes as
-collectives (``distributed``), what is remembered across resume (``history``), what is logged and written
-(``scalars``, ``overlays``, ``sinks``) and what a failed verdict does (``verdict``).
+around the pipeline live beside this module: when to audit (``schedule``) and within what share of the
+fit's time (``budget``), the Trainer's processes as collectives (``distributed``), what is remembered
+across resume (``history``), what is logged and written (``scalars``, ``overlays``, ``sinks``) and what a
+failed verdict does (``verdict``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -15,20 +17,13 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from cam_audit.counterfactual import Fill
+from cam_audit.lightning.budget import AuditKind, CostMeter, FitBudget, epoch_audit, record_audit, timed
 from cam_audit.lightning.history import AuditHistory, HistoryField
 from cam_audit.lightning.overlays import OverlayCollector
-from cam_audit.lightning.scalars import log_scalars, log_vs_baseline
-from cam_audit.lightning.schedule import AuditSchedule
-from cam_audit.lightning.settings import (
-    build_run,
-    callback_bases,
-    check_arguments,
-    check_probe_batches,
-    check_strategy,
-    load_baseline,
-    load_probe,
-)
-from cam_audit.lightning.sinks import publish, report_dir
+from cam_audit.lightning.publish import publish_audit
+from cam_audit.lightning.scalars import log_overhead
+from cam_audit.lightning.schedule import AuditSchedule, FitProgress
+from cam_audit.lightning.settings import callback_bases, check_arguments, load_probe, setup_run
 from cam_audit.lightning.verdict import OnShortcut, act_on_verdict
 from cam_audit.pipeline import AuditRun, rank_indices
 from cam_audit.probe import ProbeSet
@@ -39,8 +34,9 @@ from cam_audit.report import AuditReport, ShortcutPolicy, paired_deltas
 class CamAudit(*callback_bases()):  # type: ignore[misc]
     """Grad-CAM++ focus and shortcut audit of the model, every ``every_n_epochs`` epochs.
 
-    Audits run at the end of validation (or of the training epoch when there is no validation), never
-    during the sanity check, and also under ``trainer.validate()`` and ``trainer.test()``. Under
+    Audits run at the end of validation (or of the training epoch without one), never in the sanity
+    check, and under ``trainer.validate()`` / ``test()``. A fit's last epoch is always audited in full, in
+    ``on_train_end`` if the fit stopped early (numbers then go to the loggers directly). Under
     ``fast_dev_run`` one batch is audited as a smoke test and nothing is logged or written.
 
     Args:
@@ -53,11 +49,9 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         batch_size: probe samples per forward pass.
         policy: the :class:`~cam_audit.report.ShortcutPolicy` that judges each audit.
         counterfactual: run the fill and paste tests on samples with spurious regions.
-        counterfactual_every_n_audits: run those tests in the first audit of a fit, every this many
-            after it, and in the last epoch's audit; the other audits log no ``cf_*`` point.
-            ``trainer.validate()`` and ``trainer.test()`` always run them.
-        fill: how spurious regions are filled: ``"blur"``, ``"mean"`` or a callable
-            ``(images, regions) -> images``, as in :func:`~cam_audit.audit`.
+        counterfactual_every_n_audits: run them in the first audit of a fit, every this many after it
+            and in the last epoch's (validate/test: always); the other audits log no ``cf_*`` point.
+        fill: ``"blur"``, ``"mean"`` or ``(images, regions) -> images``, as in :func:`~cam_audit.audit`.
         on_shortcut: what a failed verdict does: ``"warn"``, ``"stop"`` (``trainer.should_stop``, agreed
             across ranks) or ``"raise"`` (:class:`~cam_audit.errors.ShortcutDetected`).
         log_images: log a grid of overlays (image, heatmap, object and spurious outlines).
@@ -69,15 +63,14 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         forward: ``forward(model, images) -> logits`` for a LightningModule whose ``forward`` takes a dict
             or extra inputs (a YAML config names a module-level function by its import path).
         prefix: prefix of every logged name.
-        baseline: a report (``report.json``) of the model this one would replace, audited on the same
-            probe: every audit also logs ``<prefix>/vs_baseline/<score>``, the mean paired difference of
-            each score, sample by sample; a report of another probe, target or method is refused in
-            ``setup``.
+        baseline: the champion's ``report.json`` on the same probe: each audit also logs
+            ``<prefix>/vs_baseline/<score>``, the mean paired difference (another probe: refused in setup).
+        max_overhead: the callback's largest share of the fit's time (``<prefix>/overhead``), e.g. 0.05:
+            audits are then cheap (no counterfactual tests) or skipped where a full one does not fit
+            (:func:`~cam_audit.lightning.budget.plan_audit`); ``every_n_epochs`` is the densest schedule.
 
-    The model runs in the Trainer's precision: under ``bf16-true``, ``16-true`` and ``64-true`` the
-    probe images are cast to the model's dtype, under the mixed precisions its autocast is on; the maps
-    are float32 either way. ``setup`` runs one probe sample through the model the same way, so a model
-    the audit cannot run fails before training starts.
+    The model runs in the Trainer's precision (the maps stay float32), and ``setup`` runs one probe
+    sample through it the same way, so a model the audit cannot run fails before training starts.
 
     >>> from cam_audit.synthetic import make_scenes
     >>> CamAudit(make_scenes(8).to_probe(), target_layer="features", every_n_epochs=2).every_n_epochs
@@ -111,6 +104,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
         prefix: str = "cam_audit",
         baseline: str | None = None,
+        max_overhead: float | None = None,
     ) -> None:
         super().__init__()
         self.probe = load_probe(probe)
@@ -138,44 +132,51 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.probe_fingerprint = self.probe.fingerprint()
         self.history = AuditHistory()
         self.last_report: AuditReport | None = None
+        self.meter = CostMeter()
+        self.max_overhead = max_overhead
+        self.budget = FitBudget(max_overhead, self.meter) if max_overhead is not None else None
+        self.progress = FitProgress()
         self._run: AuditRun | None = None
-        self._audited_epoch = -1
 
     @property
-    def schedule(self) -> AuditSchedule:
-        """When to audit, from the current arguments (a user may change ``every_n_epochs`` after init)."""
+    def schedule(self) -> AuditSchedule:  # read anew: a user may change every_n_epochs after init
         return AuditSchedule(self.every_n_epochs, self.counterfactual, self.counterfactual_every_n_audits)
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(
-            probe=self.probe_fingerprint,
-            target_layer=self.target_layer,
-            method=self.method,
-            prefix=self.prefix,
-        )
+        keys = {"probe": self.probe_fingerprint, "target_layer": self.target_layer, "method": self.method}
+        return self._generate_state_key(**keys, prefix=self.prefix)
 
+    @timed
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_strategy(trainer)
-        check_probe_batches(self.probe, self.batch_size)
-        self._baseline = load_baseline(self.baseline, self.probe_fingerprint, self.target, self.method)
-        self._run = build_run(self, trainer, pl_module)
-        self._run.check_model()
+        if stage == "fit":
+            self.meter.start_fit()
+        self._setup_run(trainer, pl_module)
 
+    @timed
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.state.fn == "fit" and not self.schedule.due(trainer)):
-            return
-        self._audit(trainer, pl_module)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # an audit of the same epoch number by an earlier trainer.validate()/test() does not count
-        self._audited_epoch = -1
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # without a validation loop this epoch, audit here
-        if self._audited_epoch != trainer.current_epoch and self.schedule.due(trainer):
+        if not trainer.sanity_checking and trainer.state.fn != "fit":
             self._audit(trainer, pl_module)
+        elif not trainer.sanity_checking and not self.progress.decided:
+            self._audit_epoch(trainer, pl_module)
 
+    @timed
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.progress.start(trainer.current_epoch)
+
+    @timed
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # without a validation loop this epoch, decide here
+        if not self.progress.decided:
+            self._audit_epoch(trainer, pl_module)
+
+    @timed
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not getattr(trainer, "fast_dev_run", False) and self.progress.needs_final_audit():
+            self._audit(trainer, pl_module, final=True)
+        self.progress.start(-1)
+
+    @timed
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._audit(trainer, pl_module)
 
@@ -185,35 +186,47 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history.load_state_dict(state_dict)
 
-    def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._run is None:
-            self.setup(trainer, pl_module, stage=str(trainer.state.fn))
-        assert self._run is not None
-        run, smoke, epoch = self._run, bool(getattr(trainer, "fast_dev_run", False)), trainer.current_epoch
-        self._audited_epoch = epoch
+    def _setup_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
+        self._baseline, self._run = setup_run(self, trainer, pl_module)
+        return self._run
+
+    def _audit_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Decide this epoch's audit (the schedule's, within the budget when there is one), run it and
+        log the callback's share of the fit so far."""
+        self.progress.decided = True
+        run = (self._run or self._setup_run(trainer, pl_module)).to(pl_module.device)
+        kind = epoch_audit(trainer, self.schedule, self.budget, run, self.history.n_audits)
+        if kind != "skip":
+            self._audit(trainer, pl_module, kind)
+        if not getattr(trainer, "fast_dev_run", False):
+            log_overhead(pl_module, self.prefix, self.meter.share())
+
+    def _audit(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        kind: AuditKind = "full",
+        final: bool = False,
+    ) -> None:
+        run = (self._run or self._setup_run(trainer, pl_module)).to(pl_module.device)
+        smoke, started = bool(getattr(trainer, "fast_dev_run", False)), time.perf_counter()
+        epoch = self.progress.epoch if final else trainer.current_epoch
         indices = rank_indices(len(self.probe), self.batch_size, trainer.global_rank, trainer.world_size)
         drawn = OverlayCollector(self.max_images if trainer.is_global_zero and self.log_images else 0)
-        run.to(pl_module.device)
-        run.counterfactual = self.schedule.counterfactual_due(trainer, self.history.n_audits)
+        run.counterfactual = self.counterfactual and kind == "full"
         run.on_batch = drawn
         meta = {"epoch": epoch, "global_step": trainer.global_step, "stage": str(trainer.state.fn)}
-        report = run(
-            indices=indices[: self.batch_size] if smoke else indices,
-            best_focus_lift=self.history.best,
-            meta=meta,
-        )
+        indices = indices[: self.batch_size] if smoke else indices
+        report = run(indices=indices, best_focus_lift=self.history.best, meta=meta)
         if smoke:
             return
         is_best = self.history.record(report, epoch)
-        log_scalars(pl_module, report, self.prefix, run.counterfactual)
-        if self._baseline is not None:
-            log_vs_baseline(pl_module, paired_deltas(report.samples, self._baseline), self.prefix)
-        log_dir = report_dir(trainer) if self.write_reports else None
-        run.collectives.run_step(
-            "logging images and writing reports",
-            lambda: publish(trainer, report, drawn.grid, self.prefix, log_dir, is_best),
+        deltas = {} if self._baseline is None else paired_deltas(report.samples, self._baseline)
+        publish_audit(
+            trainer, report, run.collectives, drawn, self.prefix, self.write_reports, is_best, final, deltas
         )
         self.last_report = report
+        record_audit(self.progress, self.budget, kind, epoch, time.perf_counter() - started, report)
         act_on_verdict(trainer, report, self.on_shortcut)
 
 

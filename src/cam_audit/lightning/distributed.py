@@ -63,6 +63,17 @@ class LightningCollectives:
         return result
 
 
+def check_strategy(trainer: pl.Trainer) -> None:
+    """Refuse strategies that shard parameters: no rank holds the whole model to explain."""
+    strategy = type(trainer.strategy).__name__
+    if "FSDP" in strategy or "DeepSpeed" in strategy:
+        raise CamAuditError(
+            f"CamAudit does not support {strategy}: sharded parameters are not whole on any rank, so "
+            "Grad-CAM++ cannot run the model; audit a gathered checkpoint offline with "
+            "`cam-audit audit --ckpt PATH` instead"
+        )
+
+
 def forward_context(trainer: pl.Trainer) -> Callable[[], AbstractContextManager[Any]]:
     """A factory of the precision plugin's forward context (a new one per use: it is a generator's)."""
     precision = getattr(trainer.strategy, "precision_plugin", None)
@@ -71,4 +82,4 @@ def forward_context(trainer: pl.Trainer) -> Callable[[], AbstractContextManager[
     return precision.forward_context
 
 
-__all__ = ["LightningCollectives", "forward_context"]
+__all__ = ["LightningCollectives", "check_strategy", "forward_context"]

@@ -36,9 +36,34 @@ class AuditSchedule:
         return n_audits % self.counterfactual_every_n_audits == 0 or last_epoch(trainer)
 
 
+@dataclass
+class FitProgress:
+    """A fit's epochs as the callback sees them.
+
+    Attributes:
+        epoch: the epoch now running (-1 before the first, and after a ``validate``/``test`` call, so
+            an audit of theirs does not count for the fit).
+        decided: whether this epoch's audit was decided (audited or skipped); an epoch is decided once,
+            at the end of its first validation or, without one, at the end of its training.
+        full_epoch: the last epoch audited in full (counterfactual tests included where enabled).
+    """
+
+    epoch: int = -1
+    decided: bool = False
+    full_epoch: int = -1
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.decided = epoch, False
+
+    def needs_final_audit(self) -> bool:
+        """Whether the fit ended without a full audit of its last epoch (it stopped early, or that
+        epoch's audit was skipped or cheap)."""
+        return self.epoch >= 0 and self.full_epoch != self.epoch
+
+
 def last_epoch(trainer: pl.Trainer) -> bool:
     """Whether the trainer is in the last epoch ``max_epochs`` allows."""
     return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
 
 
-__all__ = ["AuditSchedule", "last_epoch"]
+__all__ = ["AuditSchedule", "FitProgress", "last_epoch"]

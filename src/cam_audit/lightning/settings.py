@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from cam_audit.cam import CamEngine
 from cam_audit.cam.tasks import check_task
 from cam_audit.errors import CamAuditError, check_choice, check_positive_int
-from cam_audit.lightning.distributed import LightningCollectives, forward_context
+from cam_audit.lightning.distributed import LightningCollectives, check_strategy, forward_context
 from cam_audit.pipeline import AuditRun
 from cam_audit.probe import ProbeSet
 from cam_audit.probe.sources import ProbeSource
@@ -71,17 +71,6 @@ def check_arguments(arguments: dict[str, Any]) -> None:
         raise CamAuditError(f"max_images must be >= 0, got {arguments['max_images']}")
 
 
-def check_strategy(trainer: pl.Trainer) -> None:
-    """Refuse strategies that shard the parameters: no rank holds the whole model to explain."""
-    strategy = type(trainer.strategy).__name__
-    if "FSDP" in strategy or "DeepSpeed" in strategy:
-        raise CamAuditError(
-            f"CamAudit does not support {strategy}: sharded parameters are not whole on any rank, so "
-            "Grad-CAM++ cannot run the model; audit a gathered checkpoint offline with "
-            "`cam-audit audit --ckpt PATH` instead"
-        )
-
-
 def check_probe_batches(probe: ProbeSet, batch_size: int) -> None:
     """Refuse, before training, a probe whose images of one audit batch differ in size (they cannot be
     stacked); with a ``transform`` the sizes are only known after it, so the first audit checks them."""
@@ -115,6 +104,20 @@ def load_baseline(path: str | None, probe_fingerprint: str, target: str, method:
     return baseline
 
 
+def setup_run(
+    callback: CamAudit, trainer: pl.Trainer, pl_module: pl.LightningModule
+) -> tuple[AuditReport | None, AuditRun]:
+    """What ``setup`` checks and builds, before any training step: the strategy, the probe's batches, the
+    champion's report (None without one) and the pipeline, which runs one probe sample through the model.
+    """
+    check_strategy(trainer)
+    check_probe_batches(callback.probe, callback.batch_size)
+    baseline = load_baseline(callback.baseline, callback.probe_fingerprint, callback.target, callback.method)
+    run = build_run(callback, trainer, pl_module)
+    run.check_model()
+    return baseline, run
+
+
 def build_run(callback: CamAudit, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
     """The pipeline the callback runs: its engine on ``pl_module`` under the Trainer's precision, and the
     Trainer's processes as collectives."""
@@ -145,7 +148,7 @@ __all__ = [
     "callback_bases",
     "check_arguments",
     "check_probe_batches",
-    "check_strategy",
     "load_baseline",
     "load_probe",
+    "setup_run",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,28 +18,6 @@ from cam_audit.keys import CHARTS, HEADLINE_KEYS
 from cam_audit.render import hwc_uint8, png_bytes, save_png
 from cam_audit.report import AuditReport
 from cam_audit.report.atomic import write_atomic
-
-
-def report_dir(trainer: Any) -> Path:
-    """Where the reports go: ``trainer.log_dir`` (a broadcast under DDP: ask on every rank)."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def publish(
-    trainer: Any,
-    report: AuditReport,
-    grid: Callable[[], Tensor | None],
-    prefix: str,
-    log_dir: Path | None,
-    is_best: bool,
-) -> None:
-    """On rank 0: the overlay grid (drawn only here), histogram and verdict to every logger, and the report
-    files under ``log_dir`` (None writes none)."""
-    if not trainer.is_global_zero:
-        return
-    log_audit_media(trainer, report, grid(), prefix)
-    if log_dir is not None:
-        write_reports(log_dir, report, prefix, is_best=is_best)
 
 
 def log_audit_media(
@@ -61,9 +38,7 @@ def log_audit_media(
             logger.log_text(key=f"{prefix}/verdict", columns=["verdict"], data=[[verdict]], step=step)
         elif hasattr(experiment, "log_image") and hasattr(logger, "run_id"):  # MLFlowLogger
             if grid is not None:
-                experiment.log_image(
-                    logger.run_id, hwc_uint8(grid), f"{prefix}/overlays_{epoch:04d}.png"
-                )
+                experiment.log_image(logger.run_id, hwc_uint8(grid), f"{prefix}/overlays_{epoch:04d}.png")
             experiment.log_text(logger.run_id, verdict, f"{prefix}/verdict_{epoch:04d}.md")
         elif getattr(logger, "log_dir", None) and grid is not None:  # CSVLogger and the like
             save_png(grid, Path(logger.log_dir) / prefix / f"overlays_epoch{epoch:04d}.png")
@@ -142,4 +117,4 @@ def _tensorboard_image(writer: Any, tag: str, grid: Tensor, step: int) -> None:
     file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
-__all__ = ["log_audit_media", "publish", "report_dir", "verdict_markdown", "write_reports"]
+__all__ = ["log_audit_media", "verdict_markdown", "write_reports"]

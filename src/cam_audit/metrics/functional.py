@@ -6,7 +6,10 @@ Pure functions: tensors in, tensors out, no state. Every function is batched and
   (never min-max normalised: the scores are ratios of mass, so any positive scale gives the same score);
 - ``regions``: bool tensor ``[N, H, W]`` of the same shape, ``True`` on the object (or on the spurious cue).
 
-and returns a float32 tensor ``[N]`` with one score per sample. Sums are accumulated in float64.
+and returns a float32 tensor ``[N]`` with one score per sample. :func:`localisation` gives several at
+once, sharing the work they have in common. Each image row is summed in the maps' precision and the row
+sums in float64; the input is checked by one helper, in the passes that compute the sums
+(:mod:`cam_audit.metrics.reductions`).
 
 A score that has no meaning for a sample is ``NaN``, never ``0`` or ``1``: an empty region (nothing to
 find) or an all-zero map (nothing was pointed at). Callers count these as degenerate samples; the
@@ -19,78 +22,26 @@ sign means before scoring (``maps.clamp(min=0)`` keeps the positive evidence, ``
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor
 
 from cam_audit.errors import CamAuditError
+from cam_audit.metrics import reductions as R
 
-__all__ = ["area_fraction", "mass_lift", "pointing_game", "relevance_mass", "relevance_rank"]
+#: The scores :func:`localisation` computes, by name.
+LOCALISATION_SCORES = ("area_fraction", "relevance_mass", "mass_lift", "pointing_game", "relevance_rank")
 
-
-def _check_regions(regions: object, caller: str) -> Tensor:
-    if not isinstance(regions, Tensor):
-        raise CamAuditError(
-            f"{caller}: regions must be a bool torch.Tensor [N, H, W]; got {type(regions).__name__}."
-        )
-    if regions.dtype != torch.bool:
-        raise CamAuditError(
-            f"{caller}: regions must be a bool tensor [N, H, W]; got dtype {regions.dtype}. "
-            "Convert 0/1 masks with `regions > 0.5` or `regions.bool()`."
-        )
-    if regions.ndim != 3:
-        raise CamAuditError(
-            f"{caller}: regions must be batched [N, H, W]; got shape {tuple(regions.shape)} "
-            f"({regions.ndim}-D). For a single sample pass regions[None]."
-        )
-    return regions
-
-
-def _check_maps_and_regions(maps: object, regions: object, caller: str) -> tuple[Tensor, Tensor]:
-    """Validate inputs and return them flattened: float64 maps ``[N, H*W]`` and bool regions ``[N, H*W]``."""
-    if not isinstance(maps, Tensor):
-        raise CamAuditError(
-            f"{caller}: maps must be a float torch.Tensor [N, H, W]; got {type(maps).__name__}."
-        )
-    if not maps.is_floating_point():
-        raise CamAuditError(
-            f"{caller}: maps must be a floating-point tensor [N, H, W]; got dtype {maps.dtype}. "
-            "Convert with maps.float()."
-        )
-    if maps.ndim != 3:
-        raise CamAuditError(
-            f"{caller}: maps must be batched [N, H, W]; got shape {tuple(maps.shape)} ({maps.ndim}-D). "
-            "For a single map pass maps[None]; for [N, 1, H, W] pass maps.squeeze(1)."
-        )
-    regions = _check_regions(regions, caller)
-    if maps.shape != regions.shape:
-        raise CamAuditError(
-            f"{caller}: maps and regions must have the same shape [N, H, W]; got maps {tuple(maps.shape)} "
-            f"and regions {tuple(regions.shape)}. Resize the regions to the map resolution (the CamEngine "
-            "returns maps at input resolution)."
-        )
-    if maps.device != regions.device:
-        raise CamAuditError(
-            f"{caller}: maps are on {maps.device} but regions are on {regions.device}; "
-            "move both to one device."
-        )
-    flat = maps.detach().flatten(1).to(torch.float64)
-    not_finite = ~torch.isfinite(flat).all(dim=1)
-    if not_finite.any():
-        first = int(not_finite.nonzero()[0, 0])
-        raise CamAuditError(
-            f"{caller}: maps[{first}] has NaN or infinite values ({int(not_finite.sum())} of {len(flat)} "
-            "maps are affected); no mass ratio exists. Check the model's gradients for that sample."
-        )
-    negative = (flat < 0).any(dim=1)
-    if negative.any():
-        first = int(negative.nonzero()[0, 0])
-        raise CamAuditError(
-            f"{caller}: maps[{first}] has negative values (min {float(flat[first].min()):.4g}; "
-            f"{int(negative.sum())} of {len(flat)} maps are signed). Mass ratios are meaningless on signed "
-            "maps. Pass maps >= 0 (CamEngine maps are): maps.clamp(min=0) keeps the positive evidence, "
-            "maps.abs() counts both signs."
-        )
-    return flat, regions.flatten(1)
+__all__ = [
+    "LOCALISATION_SCORES",
+    "area_fraction",
+    "localisation",
+    "mass_lift",
+    "pointing_game",
+    "relevance_mass",
+    "relevance_rank",
+]
 
 
 def area_fraction(regions: Tensor) -> Tensor:
@@ -114,19 +65,8 @@ def area_fraction(regions: Tensor) -> Tensor:
         >>> area_fraction(regions)
         tensor([0.2500, 0.0000])
     """
-    regions = _check_regions(regions, "area_fraction")
-    if regions.shape[1] * regions.shape[2] == 0:
-        return torch.full((regions.shape[0],), float("nan"), dtype=torch.float32, device=regions.device)
-    return regions.flatten(1).to(torch.float64).mean(dim=1).to(torch.float32)
-
-
-def _relevance_mass64(maps: Tensor, regions: Tensor) -> tuple[Tensor, Tensor]:
-    """Relevance mass in float64 on flattened, validated inputs; also returns the region pixel counts."""
-    total = maps.sum(dim=1)
-    inside = torch.where(regions, maps, 0.0).sum(dim=1)
-    area = regions.sum(dim=1)
-    mass = torch.where((total > 0) & (area > 0), inside / total, float("nan"))
-    return mass, area
+    regions = R.check_regions(regions, "area_fraction")
+    return _area_fraction(R.count(regions), regions)
 
 
 def relevance_mass(maps: Tensor, regions: Tensor) -> Tensor:
@@ -155,9 +95,7 @@ def relevance_mass(maps: Tensor, regions: Tensor) -> Tensor:
         >>> relevance_mass(maps, regions)
         tensor([0.7500,    nan])
     """
-    flat, region = _check_maps_and_regions(maps, regions, "relevance_mass")
-    mass, _ = _relevance_mass64(flat, region)
-    return mass.to(torch.float32)
+    return _scores(maps, regions, ("relevance_mass",), 0, "relevance_mass")["relevance_mass"]
 
 
 def mass_lift(maps: Tensor, regions: Tensor) -> Tensor:
@@ -187,32 +125,7 @@ def mass_lift(maps: Tensor, regions: Tensor) -> Tensor:
         >>> mass_lift(maps, regions)
         tensor([3., 1.])
     """
-    flat, region = _check_maps_and_regions(maps, regions, "mass_lift")
-    mass, area = _relevance_mass64(flat, region)
-    fraction = area.to(torch.float64) / max(region.shape[1], 1)
-    return (mass / fraction).to(torch.float32)
-
-
-def _dilate(regions: Tensor, radius: int) -> Tensor:
-    """Grow bool regions ``[N, H, W]`` by ``radius`` pixels with a square structuring element.
-
-    A pixel is in the grown region when the ``(2·radius+1)²`` window around it (cut at the image border)
-    holds a region pixel; window sums come from an integral image, so the cost does not depend on radius.
-    """
-    n, h, w = regions.shape
-    integral = torch.zeros(n, h + 1, w + 1, dtype=torch.int64, device=regions.device)
-    integral[:, 1:, 1:] = regions.to(torch.int64).cumsum(dim=1).cumsum(dim=2)
-    rows = torch.arange(h, device=regions.device)
-    cols = torch.arange(w, device=regions.device)
-    top, bottom = (rows - radius).clamp(min=0)[:, None], (rows + radius + 1).clamp(max=h)[:, None]
-    left, right = (cols - radius).clamp(min=0)[None, :], (cols + radius + 1).clamp(max=w)[None, :]
-    window = (
-        integral[:, bottom, right]
-        - integral[:, top, right]
-        - integral[:, bottom, left]
-        + integral[:, top, left]
-    )
-    return window > 0
+    return _scores(maps, regions, ("mass_lift",), 0, "mass_lift")["mass_lift"]
 
 
 def pointing_game(maps: Tensor, regions: Tensor, tolerance: int = 0) -> Tensor:
@@ -247,16 +160,8 @@ def pointing_game(maps: Tensor, regions: Tensor, tolerance: int = 0) -> Tensor:
         >>> pointing_game(maps, regions), pointing_game(maps, regions, tolerance=2)
         (tensor([0.]), tensor([1.]))
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
-        raise CamAuditError(
-            f"pointing_game: tolerance must be a non-negative int (pixels); got {tolerance!r}."
-        )
-    flat, region = _check_maps_and_regions(maps, regions, "pointing_game")
-    region_for_hit = _dilate(regions, tolerance).flatten(1) if tolerance > 0 else region
-    peak = flat.amax(dim=1, keepdim=True) if flat.shape[1] > 0 else flat.sum(dim=1, keepdim=True)
-    hit = ((flat == peak) & region_for_hit).any(dim=1).to(torch.float64)
-    defined = (peak[:, 0] > 0) & region.any(dim=1)
-    return torch.where(defined, hit, float("nan")).to(torch.float32)
+    _check_tolerance(tolerance, "pointing_game")
+    return _scores(maps, regions, ("pointing_game",), tolerance, "pointing_game")["pointing_game"]
 
 
 def relevance_rank(maps: Tensor, regions: Tensor) -> Tensor:
@@ -289,17 +194,101 @@ def relevance_rank(maps: Tensor, regions: Tensor) -> Tensor:
         >>> relevance_rank(maps, regions)  # top-2 pixels are 4 (in) and 3 (out)
         tensor([0.5000])
     """
-    flat, region = _check_maps_and_regions(maps, regions, "relevance_rank")
-    n = flat.shape[0]
-    if n == 0 or flat.shape[1] == 0:
-        return torch.full((n,), float("nan"), dtype=torch.float32, device=flat.device)
-    k = region.sum(dim=1)
-    ordered = flat.sort(dim=1, descending=True).values
-    kth = ordered.gather(1, (k - 1).clamp(min=0)[:, None])
-    above = flat > kth
-    equal = flat == kth
-    k64 = k.to(torch.float64)
-    slots_left = k64 - above.sum(dim=1)
-    hits = (above & region).sum(dim=1) + slots_left * (equal & region).sum(dim=1) / equal.sum(dim=1)
-    defined = (k > 0) & (ordered[:, 0] > 0)
-    return torch.where(defined, hits / k64.clamp(min=1), float("nan")).to(torch.float32)
+    return _scores(maps, regions, ("relevance_rank",), 0, "relevance_rank")["relevance_rank"]
+
+
+def localisation(
+    maps: Tensor,
+    regions: Tensor,
+    scores: Collection[str] = LOCALISATION_SCORES,
+    tolerance: int = 0,
+) -> dict[str, Tensor]:
+    """Several scores of one batch at once, each equal to its own function's.
+
+    The input is checked once, and what the scores share (the maps' total mass, the region's pixel
+    count, the maps masked by the region) is computed once for all of them.
+
+    Args:
+        maps: float tensor ``[N, H, W]``, finite and ``>= 0``.
+        regions: bool tensor ``[N, H, W]``.
+        scores: names from :data:`LOCALISATION_SCORES`.
+        tolerance: as in :func:`pointing_game`.
+
+    Returns:
+        ``{name: float32 tensor [N]}`` for each name in ``scores``.
+
+    Raises:
+        CamAuditError: as the scores' own functions, or a name that is not a score.
+
+    Example:
+        >>> import torch
+        >>> maps = torch.tensor([[[3.0, 1.0], [0.0, 0.0]]])
+        >>> regions = torch.tensor([[[True, False], [False, False]]])
+        >>> localisation(maps, regions, ("relevance_mass", "mass_lift", "pointing_game"))
+        {'relevance_mass': tensor([0.7500]), 'mass_lift': tensor([3.]), 'pointing_game': tensor([1.])}
+    """
+    unknown = [name for name in scores if name not in LOCALISATION_SCORES]
+    if unknown:
+        raise CamAuditError(
+            f"localisation: {unknown[0]!r} is not a score; choose from {', '.join(LOCALISATION_SCORES)}."
+        )
+    _check_tolerance(tolerance, "localisation")
+    return _scores(maps, regions, scores, tolerance, "localisation")
+
+
+def _check_tolerance(tolerance: object, caller: str) -> None:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise CamAuditError(f"{caller}: tolerance must be a non-negative int (pixels); got {tolerance!r}.")
+
+
+def _scores(
+    maps: Tensor, regions: Tensor, scores: Collection[str], tolerance: int, caller: str
+) -> dict[str, Tensor]:
+    """The scores named in ``scores`` (in :data:`LOCALISATION_SCORES` order), after one check."""
+    maps, regions, total = R.check_maps(maps, regions, caller)
+    area = R.count(regions)
+    found: dict[str, Tensor] = {}
+    if "area_fraction" in scores:
+        found["area_fraction"] = _area_fraction(area, regions)
+    if {"relevance_mass", "mass_lift"} & set(scores):
+        # one pass over the masked maps for the mass and, when the region is not grown, the pointing game
+        peak = tolerance == 0 and "pointing_game" in scores
+        inside, *peak_inside = R.masked(maps, regions, R.mass, *([R.amax] if peak else []))
+        mass = torch.where((total > 0) & (area > 0), inside / total, float("nan"))
+        found["relevance_mass"] = mass.to(torch.float32)
+        found["mass_lift"] = (mass / _area_fraction(area, regions, torch.float64)).to(torch.float32)
+        if peak:
+            found["pointing_game"] = _pointing_game(maps, area, total, peak_inside[0])
+    if "pointing_game" in scores and "pointing_game" not in found:
+        grown = R.dilate(regions, tolerance) if tolerance > 0 else regions
+        found["pointing_game"] = _pointing_game(maps, area, total, R.masked(maps, grown, R.amax)[0])
+    if "relevance_rank" in scores:
+        found["relevance_rank"] = _relevance_rank(maps, regions, area, total)
+    return {name: found[name] for name in LOCALISATION_SCORES if name in scores}
+
+
+def _area_fraction(area: Tensor, regions: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    pixels = regions.shape[1] * regions.shape[2]
+    if pixels == 0:
+        return torch.full((regions.shape[0],), float("nan"), dtype=dtype, device=regions.device)
+    return (area.to(torch.float64) / pixels).to(dtype)
+
+
+def _pointing_game(maps: Tensor, area: Tensor, total: Tensor, peak_inside: Tensor) -> Tensor:
+    if maps.shape[1] * maps.shape[2] == 0:
+        return torch.full((maps.shape[0],), float("nan"), dtype=torch.float32, device=maps.device)
+    # maps are >= 0: where the peak is > 0 (the score is defined), the largest value left inside the
+    # (grown) region equals it exactly when some maximum lies inside
+    hit = (peak_inside == R.amax(maps)).to(torch.float32)
+    return torch.where((total > 0) & (area > 0), hit, float("nan"))
+
+
+def _relevance_rank(maps: Tensor, regions: Tensor, k: Tensor, total: Tensor) -> Tensor:
+    if maps.numel() == 0:
+        return torch.full((maps.shape[0],), float("nan"), dtype=torch.float32, device=maps.device)
+    kth = R.kth_largest(maps.flatten(1), k.clamp(min=1))[:, None, None]
+    above, equal = maps > kth, maps == kth
+    slots_left = (k - R.count(above)).to(torch.float64)
+    hits = R.count(above & regions) + slots_left * R.count(equal & regions) / R.count(equal)
+    defined = (k > 0) & (total > 0)
+    return torch.where(defined, hits / k.to(torch.float64).clamp(min=1), float("nan")).to(torch.float32)

@@ -15,6 +15,7 @@ precision) and the ``meta`` they add.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import time
 from collections.abc import Sequence
@@ -230,13 +231,20 @@ class AuditRun:
 
 def versions() -> dict[str, str]:
     """Versions of cam_audit and the libraries whose numbers it reports (those installed)."""
-    found = {}
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    # read once per process: the package metadata does not change under a running audit, and reading
+    # it takes longer than scoring a small probe
+    found = []
     for package in ("cam_audit", "torch", "torchvision", "torchmetrics", "pytorch-lightning", "lightning"):
         try:
-            found[package.replace("-", "_")] = importlib.metadata.version(package)
+            found.append((package.replace("-", "_"), importlib.metadata.version(package)))
         except importlib.metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found)
 
 
 __all__ = ["AuditRun", "versions"]

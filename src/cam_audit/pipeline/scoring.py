@@ -111,23 +111,22 @@ def score_batch(
     labels = batch.labels.to(maps.device)
     nan = torch.full_like(prediction, float("nan"), dtype=torch.float32)
 
-    # lift = mass / area (F.mass_lift's definition), derived here so each mass is computed once
-    area, focus = F.area_fraction(regions), F.relevance_mass(maps, regions)
-    spurious_area = torch.where(has_spurious, F.area_fraction(spurious), nan)
-    spurious_mass = torch.where(has_spurious, F.relevance_mass(maps, spurious), nan)
+    # each call checks the maps once and shares its sums among its scores
+    focus = F.localisation(maps, regions, tolerance=pointing_tolerance)
+    cue = F.localisation(maps, spurious, ("area_fraction", "relevance_mass", "mass_lift"))
     rows = {
         "target": result.targets,
         "prediction": prediction,
         "confidence": tasks.confidence(result.logits, result.targets, result.task).to(maps.device),
         "correct": tasks.decides_for(result.logits, labels, result.task).float().to(maps.device),
-        "area": area,
-        "focus": focus,
-        "focus_lift": focus / area,
-        "pointing_game": F.pointing_game(maps, regions, tolerance=pointing_tolerance),
-        "relevance_rank": F.relevance_rank(maps, regions),
-        "spurious_area": spurious_area,
-        "spurious_mass": spurious_mass,
-        "spurious_lift": spurious_mass / spurious_area,
+        "area": focus["area_fraction"],
+        "focus": focus["relevance_mass"],
+        "focus_lift": focus["mass_lift"],
+        "pointing_game": focus["pointing_game"],
+        "relevance_rank": focus["relevance_rank"],
+        "spurious_area": torch.where(has_spurious, cue["area_fraction"], nan),
+        "spurious_mass": torch.where(has_spurious, cue["relevance_mass"], nan),
+        "spurious_lift": torch.where(has_spurious, cue["mass_lift"], nan),
         "has_spurious": has_spurious.float(),
     }
     if counterfactual:

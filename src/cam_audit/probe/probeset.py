@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 
 from cam_audit.errors import CamAuditError, ProbeError
 from cam_audit.probe.batch import ProbeBatch, collate
-from cam_audit.probe.fingerprint import fingerprint as probe_fingerprint
+from cam_audit.probe.fingerprint import FingerprintCache
 from cam_audit.probe.sample import ProbeSample
 from cam_audit.probe.validation import check_images, check_labels, check_transform, split_boxes, split_masks
 from cam_audit.regions import target_regions
@@ -65,6 +65,7 @@ class ProbeSet(Dataset):
         # transform (a random one moves the regions at each call) and up to REGION_CACHE_BYTES
         self._regions: dict[int, tuple[Tensor, Tensor]] = {}
         self._region_bytes = 0
+        self._fingerprint = FingerprintCache()
 
     @classmethod
     def from_tensors(
@@ -335,6 +336,8 @@ class ProbeSet(Dataset):
 
         The ids of the samples of an image of several classes are hashed too; those of other samples are
         not (see :mod:`cam_audit.probe.fingerprint`).
+        Hashed once and kept while the samples, their tensors and their image files stay as they were
+        (:class:`~cam_audit.probe.fingerprint.FingerprintCache`), so later audits do not hash it again.
 
         Example:
             >>> images = torch.zeros(2, 3, 4, 4)
@@ -342,7 +345,7 @@ class ProbeSet(Dataset):
             >>> first == ProbeSet.from_tensors(images.clone(), [0, 1]).fingerprint(), len(first)
             (True, 16)
         """
-        return probe_fingerprint(self.classes, self.samples)
+        return self._fingerprint.get(self.samples, self.classes)
 
     def _positions(self, indices: Sequence[int] | Tensor | range) -> list[int]:
         positions = indices.tolist() if isinstance(indices, Tensor) else list(indices)
@@ -359,16 +362,24 @@ class ProbeSet(Dataset):
             self._regions[position] = pair
             self._region_bytes += size
 
+    def _collated_sample(self, position: int) -> tuple[Tensor, int, str, tuple[Tensor, Tensor]]:
+        """Image, label, id and (object, spurious) regions of one sample, as a batch holds them."""
+        sample, pair = self.samples[position], self._regions.get(position)
+        if pair is not None:
+            # kept regions mean no transform: the stored image is what probe[position] would give, without
+            # wrapping every box and mask in a tv_tensor on the way
+            return sample.load_image(), sample.label, sample.sample_id, pair
+        image, target = self[position]
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        pair = (target_regions(target, size, "object"), target_regions(target, size, "spurious"))
+        self._keep_regions(position, pair)
+        return image.as_subclass(Tensor), int(target["label"]), str(target["sample_id"]), pair
+
     def _collate(self, positions: list[int]) -> ProbeBatch:
         items = []
         for position in positions:
-            image, target = self[position]
-            pair = self._regions.get(position)
-            if pair is None:
-                size = (int(image.shape[-2]), int(image.shape[-1]))
-                pair = (target_regions(target, size, "object"), target_regions(target, size, "spurious"))
-                self._keep_regions(position, pair)
-            items.append((image.as_subclass(Tensor), target, pair))
+            image, label, sample_id, pair = self._collated_sample(position)
+            items.append((image, {"label": label, "sample_id": sample_id}, pair))
         return collate(items, positions)
 
 

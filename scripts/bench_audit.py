@@ -1,0 +1,178 @@
+"""What one audit costs, in no-grad forwards over the same probe, and what the scores cost on their own.
+
+Two workloads, each model in eval mode with fixed random weights:
+
+- ``resnet18``: torchvision's, 64 random images of 224x224, each with an object box and a spurious box,
+  in batches of 32;
+- ``demo``: the demo model (``SceneNet``, width 16) on 256 synthetic 64x64 scenes with the correlated
+  watermark, in batches of 64 (the callback's default).
+
+For each, one round times a plain no-grad forward over the probe (the floor: no audit that computes
+maps can cost less), ``audit(counterfactual=False)`` and ``audit(counterfactual=True)``, in that order;
+rounds repeat after a warm-up, so drifting load on a shared machine hits every arm alike, and the medians
+are compared. Then each score of :mod:`cam_audit.metrics.functional` is timed on 256 maps of 224x224
+(median of ``--metric-calls`` calls, input checks included):
+
+    python scripts/bench_audit.py --threads 2
+    python scripts/bench_audit.py --threads 2 --repeats 9 --workloads demo
+
+The script only calls the public API, so the same file measures another checkout of the package
+(``PYTHONPATH=<other checkout>/src python scripts/bench_audit.py``). To compare two versions under the
+same load, copy the other one's package under another name (``cam_audit_base``, with its imports
+renamed) and pass ``--compare cam_audit_base``: its two audit arms then run in the same rounds, and
+its scores in the same rounds of score calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+from types import ModuleType
+
+import torch
+import torchvision
+from torch import nn
+
+import cam_audit
+
+
+def resnet18_workload(package: ModuleType) -> tuple[nn.Module, object, str, int]:
+    """resnet18 (random weights) and 64 images of 224x224 with one object and one spurious box each."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    n, size = 64, 224
+    generator = torch.Generator().manual_seed(1)
+    corners = torch.randint(0, size - 96, (n, 2), generator=generator).float()
+    boxes = torch.cat([corners, corners + 96], dim=1)
+    spurious = torch.tensor([[4.0, 4.0, 40.0, 24.0]]).repeat(n, 1)
+    probe = package.ProbeSet.from_tensors(
+        torch.rand(n, 3, size, size, generator=generator),
+        torch.randint(0, 10, (n,), generator=generator).tolist(),
+        boxes=boxes,
+        spurious_boxes=spurious,
+    )
+    return model, probe, "layer4", 32
+
+
+def demo_workload(package: ModuleType) -> tuple[nn.Module, object, str, int]:
+    """The demo model (random weights) and 256 scenes of 64x64 with the correlated watermark."""
+    synthetic = importlib.import_module(f"{package.__name__}.synthetic")
+    torch.manual_seed(0)
+    model = synthetic.SceneNet(num_classes=3, width=16).eval()
+    return model, synthetic.make_scenes(256, watermark="correlated", seed=2024).to_probe(), "features", 64
+
+
+WORKLOADS: dict[str, Callable[[ModuleType], tuple[nn.Module, object, str, int]]] = {
+    "resnet18": resnet18_workload,
+    "demo": demo_workload,
+}
+
+
+def bench_workload(name: str, packages: list[ModuleType], args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds of every timed round of each arm on one workload: the forward, then each package's audits
+    (each package builds its own probe; the model is the same)."""
+    model, _, layer, batch_size = WORKLOADS[name](packages[0])
+    probes = {package.__name__: WORKLOADS[name](package)[1] for package in packages}
+    images = [batch.images for batch in probes[packages[0].__name__].batches(batch_size)]
+
+    def forward() -> None:
+        with torch.no_grad():
+            for batch in images:
+                model(batch)
+
+    def audit_arm(package: ModuleType, counterfactual: bool) -> Callable[[], object]:
+        probe = probes[package.__name__]
+        return lambda: package.audit(
+            model, probe, layer, batch_size=batch_size, counterfactual=counterfactual
+        )
+
+    arms: dict[str, Callable[[], object]] = {"no-grad forward": forward}
+    for package in packages:
+        label = "" if len(packages) == 1 else f" ({package.__name__})"
+        arms[f"audit, no counterfactual{label}"] = audit_arm(package, False)
+        arms[f"audit, counterfactual{label}"] = audit_arm(package, True)
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    for round_index in range(args.warmup + args.repeats):
+        for arm, run in arms.items():
+            started = time.perf_counter()
+            run()
+            if round_index >= args.warmup:
+                times[arm].append(time.perf_counter() - started)
+    return times
+
+
+def print_workload(name: str, times: dict[str, list[float]]) -> None:
+    floors = times["no-grad forward"]
+    floor = statistics.median(floors)
+    print(f"\n{name}:")
+    print("| arm | median s | min s | median / no-grad forward | median of each round's ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for arm, values in times.items():
+        median = statistics.median(values)
+        per_round = statistics.median(v / f for v, f in zip(values, floors, strict=True))
+        print(f"| {arm} | {median:.3f} | {min(values):.3f} | {median / floor:.2f}x | {per_round:.2f}x |")
+
+
+def bench_metrics(packages: list[ModuleType], args: argparse.Namespace) -> None:
+    """Median milliseconds of each score on 256 maps of 224x224 with box regions (checks included)."""
+    generator = torch.Generator().manual_seed(3)
+    n, size = 256, 224
+    maps = torch.rand(n, size, size, generator=generator) ** 4  # peaked, as CAMs are; no ties
+    regions = torch.zeros(n, size, size, dtype=torch.bool)
+    corners = torch.randint(0, size - 80, (n, 2), generator=generator).tolist()
+    for i, (top, left) in enumerate(corners):
+        regions[i, top : top + 80, left : left + 64] = True
+    scores: dict[str, Callable[[], torch.Tensor]] = {}
+    for package in packages:
+        functional = importlib.import_module(f"{package.__name__}.metrics.functional")
+        label = "" if len(packages) == 1 else f" ({package.__name__})"
+        scores[f"area_fraction{label}"] = lambda f=functional: f.area_fraction(regions)
+        for score in ("relevance_mass", "mass_lift", "pointing_game", "relevance_rank"):
+            scores[f"{score}{label}"] = lambda f=functional, s=score: getattr(f, s)(maps, regions)
+    times: dict[str, list[float]] = {name: [] for name in scores}
+    for round_index in range(1 + args.metric_calls):
+        for name, score in scores.items():
+            started = time.perf_counter()
+            score()
+            if round_index > 0:
+                times[name].append(time.perf_counter() - started)
+    print(f"\nscores on {n} maps of {size}x{size} (median of {args.metric_calls} calls, rounds interleaved):")
+    print("| score | median ms | min ms |")
+    print("|---|---:|---:|")
+    for name, values in times.items():
+        print(f"| {name} | {statistics.median(values) * 1000:.1f} | {min(values) * 1000:.1f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--workloads", nargs="*", choices=sorted(WORKLOADS), default=list(WORKLOADS), help="none: scores only"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--metric-calls", type=int, default=20, help="timed calls of each score")
+    parser.add_argument("--no-metrics", action="store_true", help="skip the scores' own timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--compare", default=None, help="another copy of the package, by module name")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    packages = [cam_audit] + ([importlib.import_module(args.compare)] if args.compare else [])
+    where = ", ".join(f"{package.__name__} from {package.__file__}" for package in packages)
+    print(
+        f"{where}; {torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeats} "
+        f"rounds after {args.warmup} warm-up"
+    )
+    for name in args.workloads:
+        print_workload(name, bench_workload(name, packages, args))
+    if not args.no_metrics:
+        bench_metrics(packages, args)
+
+
+if __name__ == "__main__":
+    main()
