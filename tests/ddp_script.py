@@ -2,13 +2,14 @@
 
 Lightning's "ddp" starts the other rank by running this file again, so it must be a script. Usage::
 
-    python tests/ddp_script.py OUT_DIR [--fail-on-rank R]
+    python tests/ddp_script.py OUT_DIR [--fail-on-rank R] [--max-overhead X]
 
 Each rank writes ``OUT_DIR/rank<R>.json`` with the values it logged and the callback's history, and its
 last report to ``OUT_DIR/report_rank<R>.json``; rank 0 also saves the final weights to
 ``OUT_DIR/weights.pt`` for a single-process audit to compare against.
 With ``--fail-on-rank R`` the model raises during the audit's forward on rank R only (a rank-local
-failure), and each rank records the error it ended with instead.
+failure), and each rank records the error it ended with instead. With ``--max-overhead X`` the callback
+has that budget, and each rank records the budget's decisions.
 """
 
 from __future__ import annotations
@@ -62,12 +63,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--fail-on-rank", type=int, default=None)
+    parser.add_argument("--max-overhead", type=float, default=None)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     pl.seed_everything(0, workers=True)
     model = NoisyClassifier() if args.fail_on_rank is None else FailsOnOneRank(args.fail_on_rank)
-    audit = CamAudit(tiny_probe(PROBE_SIZE), target_layer="features", batch_size=BATCH_SIZE, max_images=4)
+    audit = CamAudit(
+        tiny_probe(PROBE_SIZE),
+        target_layer="features",
+        batch_size=BATCH_SIZE,
+        max_images=4,
+        max_overhead=args.max_overhead,
+    )
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", monitor="cam_audit/focus_lift", mode="max")
     trainer = make_trainer(
         args.out,
@@ -98,6 +106,7 @@ def main() -> None:
         "best_model_path": checkpoint.best_model_path,
         "best_model_score": _number(checkpoint.best_model_score),
         "warnings_from_cam_audit": ours(caught),
+        "decisions": None if audit.budget is None else [[e, k] for e, k, _ in audit.budget.decisions],
     }
     if rank == 0 and error is None:
         torch.save(model.state_dict(), args.out / "weights.pt")

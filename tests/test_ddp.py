@@ -129,3 +129,17 @@ def test_setup_refuses_sharded_strategies(scene_probe):
 
     with pytest.raises(CamAuditError, match="does not support FSDPStrategy"):
         CamAudit(scene_probe, target_layer="features").setup(Trainer(), NoisyClassifier(), "fit")
+
+
+def test_the_budget_is_decided_once_for_every_rank(tmp_path):
+    """Each rank times itself, so each would decide differently; every rank follows rank 0's decision and
+    all audit (or skip) together, the last epoch in full."""
+    proc, ranks = _run_ddp(tmp_path, "--max-overhead", "0.5")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    assert [epoch for epoch, _ in ranks[0]["decisions"]] == [0, 1]
+    assert ranks[0]["decisions"][-1][1] == "full"
+    assert ranks[0]["n_audits"] == ranks[1]["n_audits"] >= 1
+    assert ranks[0]["logged"]["cam_audit/overhead"] == ranks[1]["logged"]["cam_audit/overhead"] > 0
+    assert ranks[0]["warnings_from_cam_audit"] == [] and ranks[1]["warnings_from_cam_audit"] == []
