@@ -572,3 +572,23 @@ def test_write_reports_leaves_no_temporary_file_in_latest_or_best(tmp_path):
     assert sorted(p.name for p in (root / "best").iterdir()) == ["report.json", "samples.csv"]
     assert sorted(p.name for p in (root / "latest").iterdir()) == ["report.json", "samples.csv"]
     assert (root / "best" / "report.json").read_bytes() == (root / "latest" / "report.json").read_bytes()
+
+
+def test_a_reader_that_stops_early_does_not_turn_the_audit_into_an_error(tmp_path):
+    """``cam-audit audit ... | head -1``: the exit code is the audit's, not a broken-pipe error."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from cam_audit.cli.audit_cmd import _emit\n"
+        "_emit(['first line'] + ['more'] * 200000)\n"
+        "sys.exit(7)\n"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -c \"{script}\" | head -1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout == "first line\n" and done.returncode == 7
+    assert "Broken pipe" not in done.stderr and "Error" not in done.stderr, done.stderr

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -168,9 +169,10 @@ def run_audit(config: Any, parser: Any) -> tuple[AuditReport, Comparison | None]
         swap_in(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # gone already once swapped in
-    _print_result(report, out, out / "index.html")
+    lines = _result_lines(report, out, out / "index.html")
     if comparison is not None:
-        print("\n".join(comparison.to_text(str(init.checkpoint), str(init.baseline))))
+        lines += comparison.to_text(str(init.checkpoint), str(init.baseline))
+    _emit(lines)
     return report, comparison
 
 
@@ -294,16 +296,22 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="img", desc=PROG, disable=not enabled, file=sys.stderr, leave=False)
 
 
-def _print_result(report: AuditReport, out: Path, page: Path) -> None:
+def _result_lines(report: AuditReport, out: Path, page: Path) -> list[str]:
     numbers = ", ".join(f"{k} {report.summary.get(k, math.nan):.3f}" for k in HEADLINE_KEYS)
     state = "PASS" if report.passed else f"FAIL: {len(report.verdict.findings)} rule(s) failed"
-    print(f"{state} {report.meta.get('checkpoint')}")
-    print(f"  {numbers}")
-    for finding in report.verdict.findings:
-        print(f"  {finding.rule}: {finding.message}")
-    print(f"report:   {out / 'report.json'}")
-    print(f"samples:  {out / 'samples.csv'}")
-    print(f"page:     {page}")
+    lines = [f"{state} {report.meta.get('checkpoint')}", f"  {numbers}"]
+    lines += [f"  {finding.rule}: {finding.message}" for finding in report.verdict.findings]
+    files = (f"report:   {out / 'report.json'}", f"samples:  {out / 'samples.csv'}", f"page:     {page}")
+    return [*lines, *files]
+
+
+def _emit(lines: list[str]) -> None:
+    """Print the result; a reader that stopped early (``| head``) ends the printing, not the audit: its
+    outputs are written and its exit code stands."""
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 __all__ = ["build_parser", "load_model", "main", "run_audit"]
