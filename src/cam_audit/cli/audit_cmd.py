@@ -54,7 +54,7 @@ from cam_audit.errors import CamAuditError, NonFiniteModelError
 from cam_audit.keys import HEADLINE_KEYS
 from cam_audit.report import AuditReport, Comparison, ShortcutPolicy
 from cam_audit.report.compare import check_options
-from cam_audit.report.pairing import check_comparable
+from cam_audit.report.pairing import read_baseline
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROG = "cam-audit audit"
@@ -238,13 +238,8 @@ def _load_baseline(init: Any, probe: Any) -> tuple[AuditReport | None, dict[int,
             raise CamAuditError("--baseline_overlays needs the champion's report: add --baseline FILE")
         return None, {}
     check_options(init.max_regression, init.scores)
-    baseline = AuditReport.from_json(init.baseline)
     mine = {"probe_fingerprint": probe.fingerprint(), "target": init.target, "method": init.method}
-    try:
-        check_comparable(mine, baseline.meta)
-    except CamAuditError as err:
-        raise CamAuditError(f"--baseline {init.baseline}: {err}") from err
-    return baseline, _baseline_overlays(init)
+    return read_baseline(init.baseline, mine, f"--baseline {init.baseline}"), _baseline_overlays(init)
 
 
 def _baseline_overlays(init: Any) -> dict[int, Path]:

@@ -15,7 +15,7 @@ from cam_audit.pipeline import AuditRun
 from cam_audit.probe import ProbeSet
 from cam_audit.probe.sources import ProbeSource
 from cam_audit.report import AuditReport
-from cam_audit.report.pairing import check_comparable
+from cam_audit.report.pairing import read_baseline
 
 if TYPE_CHECKING:
     from cam_audit.lightning.callback import CamAudit
@@ -95,13 +95,8 @@ def load_baseline(path: str | None, probe_fingerprint: str, target: str, method:
     with the same target and method (None without one)."""
     if path is None:
         return None
-    baseline = AuditReport.from_json(path)
     mine = {"probe_fingerprint": probe_fingerprint, "target": target, "method": method}
-    try:
-        check_comparable(mine, baseline.meta)
-    except CamAuditError as err:
-        raise CamAuditError(f"CamAudit(baseline={str(path)!r}): {err}") from err
-    return baseline
+    return read_baseline(path, mine, f"CamAudit(baseline={str(path)!r})")
 
 
 def setup_run(

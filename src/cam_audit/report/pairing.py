@@ -10,6 +10,7 @@ and the promotion decision. Torch-free.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -183,9 +184,24 @@ def _mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
+def read_baseline(path: str | os.PathLike, candidate_meta: Mapping[str, Any], where: str) -> AuditReport:
+    """The champion's report at ``path``, refused unless :func:`check_comparable` with ``candidate_meta``
+    (what the candidate's audit will record: its probe fingerprint, target, method); ``where`` names the
+    argument in the error, e.g. ``"--baseline FILE"``."""
+    from cam_audit.report.audit_report import AuditReport
+
+    baseline = AuditReport.from_json(path)
+    try:
+        check_comparable(candidate_meta, baseline.meta)
+    except ReportError as err:
+        raise ReportError(f"{where}: {err}") from err
+    return baseline
+
+
 __all__ = [
     "PAIR_KEYS",
     "check_comparable",
+    "read_baseline",
     "checked_scores",
     "comparable_scores",
     "pair_samples",
