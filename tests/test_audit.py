@@ -26,7 +26,7 @@ def test_summary_has_the_documented_keys(scene_model, scene_probe):
 
 
 def test_summary_is_the_nan_aware_mean_of_the_sample_rows(scene_model, scene_probe):
-    report = audit(scene_model, scene_probe, target_layer="features", batch_size=7)
+    report = audit(scene_model, scene_probe, target_layer="features", batch_size=7, discover=True)
     rows = report.samples
     averaged = [entry for entry in SCORES if entry.reduce == "mean"]
     assert {"focus_lift", "cf_flip_rate", "accuracy"} <= {entry.summary for entry in averaged}

@@ -61,6 +61,7 @@ def audited(tmp_path_factory) -> Audited:
             "init_args": {"n": 12, "watermark": "correlated", "seed": 7},
         },
         "target_layer": "features",
+        "discover": True,
         "batch_size": 6,
         "progress": False,
         "overlays": False,
@@ -82,7 +83,8 @@ def test_the_registry_names_each_score_once_and_every_derived_list_from_it():
     assert {key for keys in CHARTS.values() for key in keys} <= set(SUMMARY_KEYS)
     assert set(CARD_COLUMNS) <= {s.column for s in SCORES}
     assert all(s.bounds[0] < s.bounds[1] for s in SCORES)
-    assert [s.summary for s in SCORES if is_count(s.summary)] == ["n_samples", "n_degenerate", "n_spurious"]
+    counts = ["n_samples", "n_degenerate", "n_spurious", "n_cues", "n_cues_confirmed"]
+    assert [s.summary for s in SCORES if is_count(s.summary)] == counts
     assert is_counterfactual("cf_paste_rate") and not is_counterfactual("focus_lift")
     assert not is_count("n_scored") and not is_counterfactual("no_such_score")
     with pytest.raises(KeyError, match="focus_lift"):  # the message lists the valid names
@@ -109,11 +111,20 @@ def _reduced(column: np.ndarray, how: str) -> float:
     return float(column.sum())
 
 
+def _counted(cues, column: str) -> float:
+    """A ``"cues"`` entry written out: the rows of the cue table, or those whose ``column`` is true."""
+    return float(len(cues) if column == "" else cues[column].sum())
+
+
 def test_every_summary_number_is_its_registry_column_reduced_as_the_registry_says(audited):
     report = audited.report
     samples = report.samples
     assert len(samples) == 12
+    assert len(report.cues) > 0  # the cue counts are checked on a table with rows
     for entry in SCORES:
+        if entry.reduce == "cues":
+            assert report.summary[entry.summary] == _counted(report.cues, entry.column), entry.summary
+            continue
         assert entry.column in samples.columns, entry
         column = samples[entry.column].to_numpy(dtype=float)
         assert np.isfinite(column).any(), entry.column  # checked on real numbers, not NaN == NaN
@@ -187,7 +198,7 @@ def test_each_gate_flag_says_which_score_it_bounds_and_the_policy_judges_that_sc
         (finding,) = policy.evaluate({**evidence, key: low if side == "min" else min(high, 10.0)}).findings
         assert (finding.rule, finding.metric) == (field, key)
         judged.append(key)
-    assert judged == ["focus_lift", "spurious_lift", "cf_flip_rate", "cf_paste_rate"]
+    assert judged == ["focus_lift", "spurious_lift", "cf_flip_rate", "cf_paste_rate", "bg_gap"]
 
 
 def test_a_threshold_takes_the_bounds_of_the_score_it_bounds():

@@ -25,10 +25,11 @@ from typing import Literal
 
 #: What a score is evidence of: where the map falls, what an intervention changes, how the model does,
 #: or how many samples there were.
-Evidence = Literal["attribution", "counterfactual", "behaviour", "count"]
+Evidence = Literal["attribution", "counterfactual", "discovery", "behaviour", "count"]
 #: How the per-sample column becomes the probe-wide number: the mean of the finite values, the count of
-#: samples, the count of non-finite (degenerate) values, or the sum of a 0/1 column.
-Reduce = Literal["mean", "count", "degenerate", "sum"]
+#: samples, the count of non-finite (degenerate) values, the sum of a 0/1 column, or a count of rows of
+#: the cue table (``column`` names the cue table's bool column counted, ``""`` for every row).
+Reduce = Literal["mean", "count", "degenerate", "sum", "cues"]
 #: The values a share of samples or of heatmap mass can take.
 SHARE = (0.0, 1.0)
 
@@ -73,6 +74,7 @@ class Score:
 
 
 _MASS, _LIFT, _COUNTERFACTUAL = "focus vs spurious (mass)", "focus vs spurious (lift)", "counterfactual"
+_BACKGROUND = "background reliance"
 
 SCORES: tuple[Score, ...] = (
     Score("focus", "focus", "mean", "attribution", True,
@@ -99,12 +101,24 @@ SCORES: tuple[Score, ...] = (
     Score("cf_paste_rate", "cf_paste", "mean", "counterfactual", False,
           "share of images of other classes that the pasted cue turns into its class", headline=True,
           per_class_logged=True, on_card=True, chart=_COUNTERFACTUAL, bounds=SHARE),
+    Score("bg_acc_same", "bg_same", "mean", "discovery", None,
+          "accuracy with each object moved onto a background of its own class (objects removed first)",
+          chart=_BACKGROUND, bounds=SHARE),
+    Score("bg_acc_other", "bg_other", "mean", "discovery", None,
+          "accuracy with each object moved onto a background of another class (objects removed first)",
+          chart=_BACKGROUND, bounds=SHARE),
+    Score("bg_gap", "bg_gap", "mean", "discovery", False,
+          "bg_acc_same - bg_acc_other: how much the background decides (Xiao et al. 2020)",
+          chart=_BACKGROUND, bounds=(-1.0, 1.0)),
     Score("accuracy", "correct", "mean", "behaviour", True, "share of probe samples classified correctly",
           headline=True, bounds=SHARE),
     Score("n_samples", "has_spurious", "count", "count", None, "probe samples audited"),
     Score("n_degenerate", "focus", "degenerate", "count", None,
           "samples without a score (all-zero map or empty region)"),
     Score("n_spurious", "has_spurious", "sum", "count", None, "samples carrying a spurious region"),
+    Score("n_cues", "", "cues", "count", None, "candidate cues found off the object (discovery)"),
+    Score("n_cues_confirmed", "confirmed", "cues", "count", None,
+          "candidate cues the matched counterfactual tests confirm (discovery)"),
 )
 
 _BY_SUMMARY = {s.summary: s for s in SCORES}
@@ -112,7 +126,11 @@ _BY_SUMMARY = {s.summary: s for s in SCORES}
 #: Summary keys every report carries, in report order (NaN where the probe gives no evidence for one).
 SUMMARY_KEYS: tuple[str, ...] = tuple(s.summary for s in SCORES)
 #: Per-sample columns the pipeline reduces into the summary, each once, in report order.
-REDUCED_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(s.column for s in SCORES))
+REDUCED_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(s.column for s in SCORES if s.reduce != "cues"))
+#: Per-sample columns that only a discovery audit fills (NaN in an audit without it).
+DISCOVERY_COLUMNS: tuple[str, ...] = tuple(
+    s.column for s in SCORES if s.evidence == "discovery" and s.per_sample
+)
 #: Per-sample columns that only the counterfactual tests fill (NaN in an audit without them).
 COUNTERFACTUAL_COLUMNS: tuple[str, ...] = tuple(s.column for s in SCORES if s.evidence == "counterfactual")
 #: Summary keys printed by ``cam-audit audit``, the demo and the verdict text.
@@ -148,6 +166,12 @@ def is_count(summary: str) -> bool:
     return entry is not None and entry.evidence == "count"
 
 
+def is_discovery(summary: str) -> bool:
+    """Whether a summary key is measured by discovery (``bg_*``; the cue counts are counts)."""
+    entry = _BY_SUMMARY.get(summary)
+    return entry is not None and (entry.evidence == "discovery" or entry.reduce == "cues")
+
+
 def is_counterfactual(summary: str) -> bool:
     """Whether a summary key is measured by the counterfactual tests (False for names not listed here)."""
     entry = _BY_SUMMARY.get(summary)
@@ -158,6 +182,7 @@ __all__ = [
     "CARD_COLUMNS",
     "CHARTS",
     "COUNTERFACTUAL_COLUMNS",
+    "DISCOVERY_COLUMNS",
     "HEADLINE_KEYS",
     "PER_CLASS_LOGGED_KEYS",
     "REDUCED_COLUMNS",
@@ -169,5 +194,6 @@ __all__ = [
     "Score",
     "is_count",
     "is_counterfactual",
+    "is_discovery",
     "score",
 ]

@@ -168,6 +168,13 @@ class CamEngine:
         self._requested_task = task
         self._task: Task | None = None
         self._layer: tuple[str, nn.Module] | None = None
+        #: ``(h, w)`` of the target layer's output at the last call (None before the first): one map cell
+        #: covers ``H / h`` by ``W / w`` input pixels.
+        self.feature_size: tuple[int, int] | None = None
+        #: Set True to keep the target layer's output of the last call in :attr:`last_features`
+        #: (float32, detached; discovery describes candidate cues by it). Off by default: nothing is held.
+        self.keep_features = False
+        self.last_features: torch.Tensor | None = None
         if target_layer is not None:
             self._layer = resolve_target_layer(self.model, target_layer)
         elif reshape_transform is not None:
@@ -293,6 +300,7 @@ class CamEngine:
             if self.reshape_transform is not None:
                 gradient = self.reshape_transform(gradient)
             maps = _maps(activations, gradient, methods, images.shape[-2:])
+            self.last_features = activations.detach().float() if self.keep_features else None
         return maps, logits.detach(), explained
 
     def _capture(self, images: torch.Tensor) -> _LayerCapture:
@@ -310,7 +318,9 @@ class CamEngine:
                 handle.remove()
             if capture.leaf is None:
                 raise never_runs_error(self.model, name, images, self.forward)
-            check_spatial(self.model, name, capture.tensors()[1], images)
+            activations = capture.tensors()[1]
+            check_spatial(self.model, name, activations, images)
+            self.feature_size = (int(activations.shape[-2]), int(activations.shape[-1]))
         return capture
 
 

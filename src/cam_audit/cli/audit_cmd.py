@@ -92,6 +92,9 @@ def build_parser() -> Any:
     parser.add_argument("--batch_size", type=int, default=64, help="probe samples per forward pass")
     parser.add_argument("--counterfactual", type=bool, default=True,
                         help="run the fill and paste tests on samples with spurious regions")
+    parser.add_argument("--discover", type=bool, default=False,
+                        help="find cues nobody annotated off the object regions, confirm them with matched "
+                        "controls, and measure bg_gap (runs with --counterfactual true)")
     parser.add_argument("--fill", type=Literal["blur", "mean"], default="blur",
                         help="how the spurious region is filled in the counterfactual test")
     parser.add_argument("--policy", type=ShortcutPolicy, default=ShortcutPolicy(),
@@ -208,6 +211,7 @@ def _audit_into(init: Any, stage: Path) -> tuple[AuditReport, Comparison | None]
             batch_size=init.batch_size,
             policy=init.policy,
             counterfactual=init.counterfactual,
+            discover=init.discover,
             fill=init.fill,
             device=init.device,
             on_batch=on_batch,

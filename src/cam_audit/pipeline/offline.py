@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +15,9 @@ from cam_audit.pipeline.run import AuditRun
 from cam_audit.pipeline.scoring import Method, OnBatch, Target
 from cam_audit.probe import ProbeSet
 from cam_audit.report import AuditReport, ShortcutPolicy
+
+#: Called with the cue table and ``{cue number: gallery image [3, H, W]}`` after a discovery audit.
+OnCues = Callable[[pd.DataFrame, dict[int, Tensor]], None]
 
 
 def audit(
@@ -33,6 +37,8 @@ def audit(
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
     device: torch.device | str | None = None,
     on_batch: OnBatch | None = None,
+    discover: bool = False,
+    on_cues: OnCues | None = None,
 ) -> AuditReport:
     """Audit ``model`` on ``probe``: where do its Grad-CAM++ maps fall, and does a spurious cue decide?
 
@@ -62,6 +68,15 @@ def audit(
         reshape_transform: turns a token layer's output into [N, C, h, w] (ViTs).
         device: where to run (default: the model's device).
         on_batch: called with ``(batch, maps, rows)`` after each batch (a progress bar, overlays).
+        discover: find cues nobody annotated: hot spots of the maps off the object regions, grouped per
+            class by place, each confirmed (``report.cues["confirmed"]``) when filling or pasting it
+            changes the model clearly more than the same intervention on a matched control region; and
+            ``bg_gap``, how much the background decides (objects moved onto backgrounds of their own
+            class and of another). Needs object regions; runs with ``counterfactual=True`` only. Its
+            cost is ``meta["discovery_seconds"]``.
+        on_cues: with ``discover``, called once at the end with ``(report.cues, galleries)``: a gallery
+            image ``[3, H, W]`` per tested cue, by cue number (crops around the hot spot with their maps,
+            and pasted images that moved; :mod:`cam_audit.pipeline.gallery`).
 
     Returns:
         An :class:`~cam_audit.report.AuditReport`. Its ``meta`` carries the cost: ``seconds`` (the whole
@@ -99,9 +114,13 @@ def audit(
         pointing_tolerance=pointing_tolerance,
         device=device,
         on_batch=on_batch,
+        discover=discover,
     )
     run.check_model()
-    return run()
+    report = run()
+    if on_cues is not None and run.discovering:
+        on_cues(report.cues, run.galleries())
+    return report
 
 
-__all__ = ["audit"]
+__all__ = ["OnCues", "audit"]

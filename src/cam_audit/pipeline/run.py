@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,11 +28,14 @@ import torch
 from cam_audit.cam import CamEngine, tasks
 from cam_audit.counterfactual import Fill
 from cam_audit.errors import CamAuditError
+from cam_audit.keys import DISCOVERY_COLUMNS
 from cam_audit.pipeline import scoring
 from cam_audit.pipeline.collectives import Collectives, LocalCollectives, rank_indices
+from cam_audit.pipeline.discovery import Discovered, SpotCollector, check_discoverable, discover
 from cam_audit.pipeline.scoring import AuditScores, OnBatch, Target, model_device, model_fingerprint
 from cam_audit.probe import ProbeSet
 from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.report.cues import empty_cues
 
 
 class AuditRun:
@@ -50,6 +54,8 @@ class AuditRun:
         collectives: the processes auditing together (default: this one alone).
         on_batch: called with ``(batch, maps, rows)`` after each scored batch.
         probe_fingerprint: the probe's hash when already known (hashing a large probe takes time).
+        discover: look for cues nobody annotated, off the object regions, and confirm them with matched
+            controls (:mod:`cam_audit.pipeline.discovery`); runs with the counterfactual tests only.
 
     >>> from cam_audit.synthetic import SceneNet, make_scenes
     >>> probe = make_scenes(6, seed=1).to_probe()
@@ -74,6 +80,7 @@ class AuditRun:
         collectives: Collectives | None = None,
         on_batch: OnBatch | None = None,
         probe_fingerprint: str | None = None,
+        discover: bool = False,
     ) -> None:
         self.engine = engine
         self.probe = probe
@@ -89,7 +96,19 @@ class AuditRun:
         self.probe_fingerprint = probe_fingerprint or probe.fingerprint()
         self.class_names = probe.class_names()
         self.scores = AuditScores(num_classes=len(self.class_names)).to(self.device)
-        self.timings = {"attribution": 0.0, "counterfactual": 0.0}
+        self.timings = {"attribution": 0.0, "counterfactual": 0.0, "discovery": 0.0}
+        if discover:
+            check_discoverable(probe)
+            engine.keep_features = True
+        self.discover = discover
+        self.spots = SpotCollector(engine)
+        #: The last audit's discovery (None when it did not run): cues, tested pairs, candidates.
+        self.discovered: Discovered | None = None
+
+    @property
+    def discovering(self) -> bool:
+        """Whether this run looks for cues (discovery rides on the counterfactual tests)."""
+        return self.discover and self.counterfactual
 
     def to(self, device: torch.device | str) -> AuditRun:
         """Run on ``device`` from now on (a Trainer moves the model after the callback's ``setup``)."""
@@ -139,14 +158,25 @@ class AuditRun:
             world = self.collectives
             indices = rank_indices(len(self.probe), self.batch_size, world.rank, world.world_size)
         self.scores.reset()
-        self.timings = {"attribution": 0.0, "counterfactual": 0.0}
+        self.timings = {"attribution": 0.0, "counterfactual": 0.0, "discovery": 0.0}
+        self.spots.reset()
+        self.discovered = None
         samples = self.score(indices)
         samples = self.paste(samples, indices)
+        samples = self.find_cues(samples, indices)
         meta = {**self.meta(best_focus_lift), **(meta or {}), "seconds": time.perf_counter() - started}
         return self.finish(samples, best_focus_lift=best_focus_lift, meta=meta)
 
     def score(self, indices: Sequence[int]) -> pd.DataFrame:
         """Step 1: score this process's samples; returns every process's rows."""
+
+        def on_batch(batch: Any, maps: Any, rows: Any) -> None:
+            if self.discovering:
+                started = time.perf_counter()
+                self.spots(batch, maps, rows)
+                self.timings["discovery"] += time.perf_counter() - started
+            if self.on_batch is not None:
+                self.on_batch(batch, maps, rows)
 
         def work() -> pd.DataFrame:
             return scoring.score_probe(
@@ -160,7 +190,7 @@ class AuditRun:
                 fill=self.fill,
                 pointing_tolerance=self.pointing_tolerance,
                 device=self.device,
-                on_batch=self.on_batch,
+                on_batch=on_batch,
                 timings=self.timings,
             )
 
@@ -189,6 +219,49 @@ class AuditRun:
         pastes = {k: v for part in self.collectives.gather(mine) for k, v in part.items()}
         return scoring.with_pastes(samples, pastes)
 
+    def find_cues(self, samples: pd.DataFrame, indices: Sequence[int]) -> pd.DataFrame:
+        """Step 2b (with ``discover``): candidate cues, their matched tests and the background swap;
+        returns ``samples`` with ``cue``, ``bg_same``, ``bg_other`` and ``bg_gap`` (NaN without discovery)."""
+        samples = samples.copy()
+        if not self.discovering:
+            for column in DISCOVERY_COLUMNS:
+                samples[column] = math.nan
+            self._add_discovery_scores(samples, indices)
+            return samples
+        started = time.perf_counter()
+        found = discover(
+            self.engine, self.probe, self.spots.spots, self.collectives, indices=indices,
+            batch_size=self.batch_size, fill=self.fill, device=self.device, class_names=self.class_names,
+            min_samples=self.policy.min_cue_samples,
+        )  # fmt: skip
+        self.discovered = found
+        same = samples["index"].astype(int).map(lambda i: found.backgrounds.get(i, (math.nan,) * 2)[0])
+        other = samples["index"].astype(int).map(lambda i: found.backgrounds.get(i, (math.nan,) * 2)[1])
+        samples["cue"] = samples["index"].astype(int).map(lambda i: found.cue_of.get(i, -1)).astype("int64")
+        samples["bg_same"], samples["bg_other"] = same.astype(float), other.astype(float)
+        samples["bg_gap"] = samples["bg_same"] - samples["bg_other"]
+        self._add_discovery_scores(samples, indices)
+        self.timings["discovery"] += time.perf_counter() - started
+        return samples
+
+    def _add_discovery_scores(self, samples: pd.DataFrame, indices: Sequence[int]) -> None:
+        """Add this process's discovery columns to the synced scores (NaN: not measured)."""
+        mine = samples[samples["index"].isin(set(int(i) for i in indices))]
+        if len(mine):
+            self.scores.update(
+                {c: torch.tensor(mine[c].to_numpy(dtype="float64")) for c in DISCOVERY_COLUMNS},
+                torch.tensor(mine["label"].to_numpy(dtype="int64")),
+            )
+
+    def galleries(self, per_cue: int = 4) -> dict[int, torch.Tensor]:
+        """A gallery image per tested cue of the last audit (:mod:`cam_audit.pipeline.gallery`); empty
+        without discovery. Runs the engine on a few images: call it on one process."""
+        if self.discovered is None:
+            return {}
+        from cam_audit.pipeline.gallery import cue_galleries
+
+        return cue_galleries(self.engine, self.probe, self.discovered, self.device, per_cue)
+
     def finish(
         self,
         samples: pd.DataFrame,
@@ -205,8 +278,14 @@ class AuditRun:
         classes = range(len(names))
         per_class["n_samples"] = by_class.size().reindex(classes, fill_value=0).to_numpy(dtype=float)
         per_class["n_scored"] = by_class["focus"].count().reindex(classes, fill_value=0).to_numpy(dtype=float)
-        verdict = self.policy.evaluate(summary, per_class, best_focus_lift)
-        return AuditReport(summary, samples, per_class, verdict, self.policy, dict(meta or {}))
+        cues = self.discovered.cues if self.discovered is not None else empty_cues()
+        cues = cues.assign(confirmed=self.policy.confirmed(cues))
+        if self.discovering:
+            summary["n_cues"], summary["n_cues_confirmed"] = float(len(cues)), float(cues["confirmed"].sum())
+        else:
+            summary["n_cues"] = summary["n_cues_confirmed"] = math.nan
+        verdict = self.policy.evaluate(summary, per_class, best_focus_lift, cues=cues)
+        return AuditReport(summary, samples, per_class, verdict, self.policy, dict(meta or {}), cues)
 
     def meta(self, best_focus_lift: float | None = None) -> dict[str, Any]:
         """What every report records about how it was made: layer, method, task, fingerprints, cost,
@@ -223,8 +302,10 @@ class AuditRun:
             "world_size": self.collectives.world_size,
             "best_focus_lift": best_focus_lift,
             "counterfactual": self.counterfactual,
+            "discover": self.discovering,
             "attribution_seconds": self.timings["attribution"],
             "counterfactual_seconds": self.timings["counterfactual"],
+            "discovery_seconds": self.timings["discovery"],
             "versions": versions(),
         }
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from cam_audit.cam import CamEngine, tasks
 from cam_audit.counterfactual import Fill, fill_scores, paste_moves, paste_partners
-from cam_audit.keys import REDUCED_COLUMNS, SCORES
+from cam_audit.keys import DISCOVERY_COLUMNS, REDUCED_COLUMNS, SCORES
 from cam_audit.metrics import MeanScore
 from cam_audit.metrics import functional as F
 from cam_audit.probe import ProbeBatch, ProbeSet
@@ -63,6 +63,8 @@ class AuditScores(nn.Module):
         summary: dict[str, float] = {}
         per_class: dict[str, list[float]] = {}
         for entry in SCORES:
+            if entry.reduce == "cues":  # counted from the cue table by the run, not from the samples
+                continue
             metric = self.metric(entry.column)
             if entry.reduce == "mean":
                 summary[entry.summary] = float(metric.compute())
@@ -193,7 +195,8 @@ def score_probe(
         frames.append(_rows_frame(batch, rows))
     if frames:
         return pd.concat(frames, ignore_index=True)
-    columns = ["index", "sample_id", "label", *(c for c in REDUCED_COLUMNS if c != "cf_paste")]
+    later = ("cf_paste", *DISCOVERY_COLUMNS)  # added by the paste test and by discovery
+    columns = ["index", "sample_id", "label", *(c for c in REDUCED_COLUMNS if c not in later)]
     return pd.DataFrame(columns=columns)
 
 

@@ -14,13 +14,16 @@ import pandas as pd
 from cam_audit.errors import ReportError
 from cam_audit.keys import SUMMARY_KEYS
 from cam_audit.report.atomic import write_atomic
+from cam_audit.report.cues import CUE_COLUMNS, empty_cues, normalise
 from cam_audit.report.jsonio import clean, frame_from_json, frame_to_json, from_json_number, to_json_number
 from cam_audit.report.policy import ShortcutPolicy, Verdict
 
 if TYPE_CHECKING:
     from cam_audit.report.compare import Comparison
 
-REPORT_FORMAT = "cam_audit.report/1"
+REPORT_FORMAT = "cam_audit.report/2"
+#: Earlier formats that still load (``cam_audit.report/1`` had no cue table).
+READABLE_FORMATS = ("cam_audit.report/1", REPORT_FORMAT)
 
 
 @dataclass
@@ -37,6 +40,8 @@ class AuditReport:
         verdict: the policy's :class:`Verdict`.
         policy: the :class:`ShortcutPolicy` that produced it.
         meta: epoch, step, target layer, method, fingerprints, versions.
+        cues: a discovery audit's candidate cues, one row each (:data:`cam_audit.report.cues.CUE_COLUMNS`);
+            no rows without discovery.
     """
 
     summary: dict[str, float]
@@ -45,6 +50,7 @@ class AuditReport:
     verdict: Verdict
     policy: ShortcutPolicy
     meta: dict[str, Any] = field(default_factory=dict)
+    cues: pd.DataFrame = field(default_factory=empty_cues)
 
     @property
     def passed(self) -> bool:
@@ -59,6 +65,7 @@ class AuditReport:
             "meta": clean(self.meta),
             "per_class": frame_to_json(self.per_class),
             "samples": frame_to_json(self.samples),
+            "cues": frame_to_json(self.cues),
         }
 
     def to_json(self, path: str | os.PathLike) -> Path:
@@ -88,7 +95,7 @@ class AuditReport:
                 (a summary value that is not a number or null, a table of the wrong shape, ...); the
                 message names the field.
         """
-        if data.get("format") != REPORT_FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise ReportError(
                 f"not a cam_audit report (format {data.get('format')!r}, expected {REPORT_FORMAT!r}); "
                 "write reports with AuditReport.to_json or `cam-audit audit`"
@@ -102,6 +109,7 @@ class AuditReport:
             verdict=_field(data, "verdict", Verdict.from_dict),
             policy=_field(data, "policy", ShortcutPolicy.from_dict),
             meta=_field({"meta": {}, **data}, "meta", _meta_from_json),
+            cues=_field({"cues": None, **data}, "cues", _cues_from_json),
         )
 
     @classmethod
@@ -144,8 +152,19 @@ class AuditReport:
 
     def with_verdict(self, policy: ShortcutPolicy, best_focus_lift: float | None = None) -> AuditReport:
         """The same report judged by another policy."""
-        verdict = policy.evaluate(self.summary, self.per_class, best_focus_lift)
-        return AuditReport(self.summary, self.samples, self.per_class, verdict, policy, dict(self.meta))
+        cues = self.cues.assign(confirmed=policy.confirmed(self.cues))
+        verdict = policy.evaluate(self.summary, self.per_class, best_focus_lift, cues=cues)
+        return AuditReport(self.summary, self.samples, self.per_class, verdict, policy, dict(self.meta), cues)
+
+
+def _cues_from_json(value: Any) -> pd.DataFrame:
+    if value is None:  # a report of format 1
+        return empty_cues()
+    frame = frame_from_json(value, "cues")
+    missing = [c for c in CUE_COLUMNS if c not in frame.columns]
+    if missing and len(frame):
+        raise ReportError(f"the cue table lacks the columns {missing}")
+    return normalise(frame)
 
 
 def _field(data: Mapping[str, Any], name: str, parse: Callable[[Any], Any]) -> Any:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cam_audit.errors import ReportError
 from cam_audit.keys import SHARE, score
+from cam_audit.report.cues import check_cue_rules, confirm, cue_findings
 from cam_audit.report.evidence import INCONCLUSIVE, at_chance, degenerate_share, names_a_cue, unscored
 from cam_audit.report.jsonio import from_json_number, number
 
@@ -126,6 +127,14 @@ class ShortcutPolicy:
             tested. When this rule fires no cue is named: the spurious and counterfactual findings are
             dropped, since the maps and interventions of a model at chance say nothing about what it
             relies on.
+        max_bg_gap: fail when ``bg_gap`` (accuracy with the objects on backgrounds of their own class minus
+            on backgrounds of another class, a discovery audit's background test) is above this.
+        min_cue_excess: a candidate cue of a discovery audit (``report.cues``) is confirmed, and fails the
+            verdict, when filling it flips, or pasting it moves, at least this share more samples than
+            the same intervention on its matched control, significantly (below); None confirms none.
+        cue_alpha: the one-sided significance level of that excess (exact McNemar test), divided by the
+            number of tests in the cue table (Bonferroni).
+        min_cue_samples: fewest samples a cue needs to be confirmed.
 
     No verdict without evidence: whatever the thresholds, the verdict fails with an ``"inconclusive"``
     finding when no sample could be scored (``n_samples`` 0 or missing, or every score NaN), and under
@@ -157,6 +166,10 @@ class ShortcutPolicy:
     min_class_samples: int = 4
     max_degenerate_share: float | None = 0.5
     min_accuracy_p: float | None = 0.01
+    max_bg_gap: float | None = 0.2
+    min_cue_excess: float | None = 0.3
+    cue_alpha: float = 0.01
+    min_cue_samples: int = 5
 
     def __post_init__(self) -> None:
         for name, (bounded, (low, high)) in _RANGES.items():
@@ -173,6 +186,7 @@ class ShortcutPolicy:
                 f"ShortcutPolicy.min_accuracy_p is a significance level in (0, 1), e.g. 0.01, or None to "
                 f"switch the chance test off; got {self.min_accuracy_p!r}"
             )
+        check_cue_rules(self.cue_alpha, self.min_cue_samples)
         if not isinstance(self.per_class, bool):
             raise ReportError(f"ShortcutPolicy.per_class must be true or false, got {self.per_class!r}")
         if isinstance(self.min_class_samples, bool) or not isinstance(self.min_class_samples, int):
@@ -200,6 +214,8 @@ class ShortcutPolicy:
         summary: Mapping[str, float],
         per_class: pd.DataFrame | None = None,
         best_focus_lift: float | None = None,
+        *,
+        cues: pd.DataFrame | None = None,
     ) -> Verdict:
         """Judge an audit summary.
 
@@ -207,6 +223,8 @@ class ShortcutPolicy:
             summary: probe-wide numbers (keys as in :data:`cam_audit.keys.SUMMARY_KEYS`).
             per_class: one row per class name with the same keys and ``n_samples``; optional.
             best_focus_lift: the best ``focus_lift`` seen earlier in this run, for ``max_focus_drop``.
+            cues: a discovery audit's cue table (``report.cues``); each cue this policy confirms
+                (:meth:`confirmed`) is a finding.
 
         Returns:
             A :class:`Verdict`; ``passed`` is False when any rule failed or the evidence is missing (an
@@ -214,10 +232,17 @@ class ShortcutPolicy:
         """
         gaps = self._missing_evidence(summary, per_class)
         findings = self._failed_rules(summary, per_class, best_focus_lift)
+        if cues is not None and not cues.empty:
+            confirmed = cues[self.confirmed(cues)]
+            findings += [Finding(*f) for f in cue_findings(confirmed, float(self.min_cue_excess or 0))]
         if any(gap.metric == "accuracy" for gap in gaps):  # a model at chance: no cue may be named
             findings = [f for f in findings if not names_a_cue(f.metric)]
         findings = [Finding(INCONCLUSIVE, *gap) for gap in gaps] + findings
         return Verdict(passed=not findings, findings=tuple(findings))
+
+    def confirmed(self, cues: pd.DataFrame) -> pd.Series:
+        """Which rows of a cue table this policy confirms (see ``min_cue_excess``)."""
+        return confirm(cues, self.min_cue_excess, self.cue_alpha, self.min_cue_samples)
 
     def _missing_evidence(self, summary: Mapping[str, Any], per_class: pd.DataFrame | None) -> list:
         """The :class:`~cam_audit.report.evidence.Gap` of each missing piece of evidence."""
@@ -315,6 +340,14 @@ def _flip_message(flip: float, threshold: float, where: str, values: Mapping[str
     )
 
 
+def _bg_message(gap: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
+    same, other = number(values.get("bg_acc_same")), number(values.get("bg_acc_other"))
+    return (
+        f"bg_gap {gap:.2f} > {threshold:.2f}{where}: the objects are recognised {same:.0%} of the time on "
+        f"backgrounds of their own class and {other:.0%} on backgrounds of another class"
+    )
+
+
 def _paste_message(paste: float, threshold: float, where: str, values: Mapping[str, Any]) -> str:
     return (
         f"cf_paste_rate {paste:.2f} > {threshold:.2f}{where}: pasting the cue into images of other classes "
@@ -327,6 +360,7 @@ _THRESHOLD_RULES = (
     _ThresholdRule("max_spurious_lift", "spurious_lift", operator.gt, _spurious_message),
     _ThresholdRule("max_flip_rate", "cf_flip_rate", operator.gt, _flip_message),
     _ThresholdRule("max_paste_rate", "cf_paste_rate", operator.gt, _paste_message),
+    _ThresholdRule("max_bg_gap", "bg_gap", operator.gt, _bg_message),
 )
 _FOCUS_DROP = "relative drop of focus_lift from its best value in the run"
 
@@ -339,16 +373,20 @@ _RANGES: dict[str, tuple[str, tuple[float, float]]] = {
     "max_focus_drop": (f"the {_FOCUS_DROP}", SHARE),
     "max_degenerate_share": ("the share of degenerate samples", SHARE),
     "min_accuracy_p": ("the p-value of the chance test", SHARE),
+    "min_cue_excess": ("the excess of a cue's rate over its control's", SHARE),
 }
 
 #: One help line per threshold field of :class:`ShortcutPolicy` (the gate's flags), in field order.
+_HELP = {
+    **{rule.name: rule.help for rule in _THRESHOLD_RULES},
+    "max_focus_drop": f"max {_FOCUS_DROP}",
+    "max_degenerate_share": "max share of samples without a score before the verdict is inconclusive",
+    "min_accuracy_p": "p-value the probe accuracy must beat against the majority class (chance test)",
+    "min_cue_excess": "min excess of a discovered cue's flip or paste rate over its matched control's "
+    "for the cue to be confirmed",
+}
 RULE_HELP: Mapping[str, str] = MappingProxyType(
-    {
-        **{rule.name: rule.help for rule in _THRESHOLD_RULES},
-        "max_focus_drop": f"max {_FOCUS_DROP}",
-        "max_degenerate_share": "max share of samples without a score before the verdict is inconclusive",
-        "min_accuracy_p": "p-value the probe accuracy must beat against the majority class (chance test)",
-    }
+    {f.name: _HELP[f.name] for f in fields(ShortcutPolicy) if f.name in _HELP}
 )
 
 

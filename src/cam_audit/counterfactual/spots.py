@@ -1,0 +1,208 @@
+"""Candidate cues off the object: one connected hot spot per map, and a matched control for it.
+
+A model that reads a cue nobody annotated still puts heatmap mass on it. :func:`hot_spots` looks for it
+where it cannot be the object: the map is cut to the pixels farther from the object region than one map
+cell (the target layer's stride in input pixels: bilinear upsampling spreads the object's own mass that
+far), and the connected component around the remaining peak is the sample's candidate, when that peak
+is a real part of the map. The candidate is the component's own pixels, never a box around them, so it
+cannot straddle the object.
+
+A candidate is only evidence once an intervention on it changes the model more than the same
+intervention on a control region: :func:`control_offset` places the candidate's shape elsewhere in the
+same image, at the same distance from the object, touching neither the grown object nor the grown
+candidate (a naive control, a random box far from the object, is not matched: a fill next to the object
+changes a clean model far more often than one in an empty corner).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from scipy import ndimage
+from torch import Tensor
+
+#: A candidate's peak must reach this share of the map's own peak (weaker spots are noise of the map).
+MIN_PEAK_SHARE = 0.25
+#: The candidate is the connected part of the off-object map above this share of its peak.
+SPOT_LEVEL = 0.5
+# 8-connectivity within each image, none across the batch dimension
+_EIGHT_NEIGHBOURS = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_NEIGHBOURS[1] = True
+
+
+def grow(regions: Tensor, radius: int) -> Tensor:
+    """Dilate bool regions ``[N, H, W]`` by ``radius`` pixels (a square of side ``2 radius + 1``).
+
+    A window sum of running totals along each axis, so the cost does not depend on ``radius``.
+
+    >>> region = torch.zeros(1, 5, 5, dtype=torch.bool); region[0, 2, 2] = True
+    >>> grow(region, 1)[0].sum().item()
+    9
+    """
+    regions = regions.to(torch.bool)
+    if radius <= 0:
+        return regions
+    if radius == 1:
+        return _grow_one(regions)
+    return _window_any(_window_any(regions, radius, -1), radius, -2)
+
+
+def _grow_one(x: Tensor) -> Tensor:
+    """:func:`grow` by one pixel: four shifted ORs (the flood fill calls it once per step)."""
+    rows = x.clone()
+    rows[..., 1:, :] |= x[..., :-1, :]
+    rows[..., :-1, :] |= x[..., 1:, :]
+    out = rows.clone()
+    out[..., :, 1:] |= rows[..., :, :-1]
+    out[..., :, :-1] |= rows[..., :, 1:]
+    return out
+
+
+def _window_any(x: Tensor, radius: int, dim: int) -> Tensor:
+    """Whether any of the pixels within ``radius`` along ``dim`` is True."""
+    length = x.shape[dim]
+    totals = x.to(torch.int32).cumsum(dim)
+    totals = torch.cat([torch.zeros_like(totals.narrow(dim, 0, 1)), totals], dim)
+    at = torch.arange(length, device=x.device)
+    high = totals.index_select(dim, (at + radius + 1).clamp(max=length))
+    low = totals.index_select(dim, (at - radius).clamp(min=0))
+    return (high - low) > 0
+
+
+def stride_of(image_size: tuple[int, int], feature_size: tuple[int, int] | None) -> int:
+    """Input pixels per map cell (the larger of the two axes; 1 without a feature size)."""
+    if feature_size is None:
+        return 1
+    return max(1, math.ceil(max(image_size[0] / feature_size[0], image_size[1] / feature_size[1])))
+
+
+def hot_spots(maps: Tensor, regions: Tensor, stride: int) -> Tensor:
+    """Each map's candidate cue: the connected hot spot around its peak off the grown object.
+
+    Args:
+        maps: float ``[N, H, W]``, raw maps (>= 0).
+        regions: bool ``[N, H, W]``, the object regions.
+        stride: input pixels per map cell; the object is grown by this much first.
+
+    Returns:
+        bool ``[N, H, W]``: the candidate's pixels (8-connected, all above ``SPOT_LEVEL`` of the
+        off-object peak), empty where a sample has no object, an all-zero map, or no off-object peak of
+        at least ``MIN_PEAK_SHARE`` of the map's peak.
+
+    >>> maps = torch.zeros(1, 8, 8); maps[0, 1:3, 1:3] = 1.0; maps[0, 6, 6] = 2.0
+    >>> obj = torch.zeros(1, 8, 8, dtype=torch.bool); obj[0, 5:, 5:] = True
+    >>> hot_spots(maps, obj, stride=1)[0].nonzero().tolist()
+    [[1, 1], [1, 2], [2, 1], [2, 2]]
+    """
+    grown = grow(regions, stride)
+    off = maps.masked_fill(grown, 0.0)
+    n = maps.shape[0]
+    peak = maps.reshape(n, -1).amax(dim=1)
+    off_flat = off.reshape(n, -1)
+    off_peak, seed_at = off_flat.max(dim=1)
+    has = (off_peak > 0) & (off_peak >= MIN_PEAK_SHARE * peak) & regions.reshape(n, -1).any(dim=1)
+    hot = (off >= SPOT_LEVEL * off_peak[:, None, None]) & (off > 0) & has[:, None, None]
+    # the 8-connected component of the hot pixels that holds the peak, per sample
+    labels, _ = ndimage.label(hot.cpu().numpy(), structure=_EIGHT_NEIGHBOURS)
+    labels = torch.from_numpy(labels).to(maps.device)
+    seed = labels.reshape(n, -1).gather(1, seed_at[:, None].to(labels.device))
+    return (labels == seed[:, :, None]) & (seed[:, :, None] > 0) & has[:, None, None]
+
+
+def spot_geometry(maps: Tensor, spots: Tensor) -> dict[str, Tensor]:
+    """Where each candidate lies and how much of its map it holds.
+
+    Returns:
+        float64 tensors ``[N]`` (NaN where a sample has no candidate): ``x_min, y_min, x_max, y_max``
+        (the spot's pixel box, exclusive maximum), ``cx, cy`` (its map-weighted centre) and ``mass`` (its
+        share of the map's mass).
+    """
+    n, height, width = spots.shape
+    weights = (maps * spots).to(torch.float64)
+    total = weights.sum(dim=(1, 2))
+    has = spots.reshape(n, -1).any(dim=1) & (total > 0)
+    ys = torch.arange(height, dtype=torch.float64, device=maps.device)
+    xs = torch.arange(width, dtype=torch.float64, device=maps.device)
+    cy = (weights.sum(dim=2) * ys).sum(dim=1) / total.clamp_min(1e-300)
+    cx = (weights.sum(dim=1) * xs).sum(dim=1) / total.clamp_min(1e-300)
+    rows, cols = spots.any(dim=2), spots.any(dim=1)
+    big = torch.tensor(1e9, dtype=torch.float64, device=maps.device)
+    y_min = torch.where(rows, ys, big).amin(dim=1)
+    y_max = torch.where(rows, ys, -big).amax(dim=1) + 1
+    x_min = torch.where(cols, xs, big).amin(dim=1)
+    x_max = torch.where(cols, xs, -big).amax(dim=1) + 1
+    mass = total / maps.to(torch.float64).sum(dim=(1, 2)).clamp_min(1e-300)
+    out = {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max, "cx": cx, "cy": cy, "mass": mass}
+    return {k: torch.where(has, v, torch.full_like(v, math.nan)) for k, v in out.items()}
+
+
+def control_offsets(spots: Tensor, regions: Tensor, stride: int) -> list[tuple[int, int] | None]:
+    """Where to move each spot for its matched control: ``(dy, dx)``, or None when no place fits.
+
+    The shifted spot's box must lie inside the image and hold no pixel of the object grown by ``stride``
+    or of the spot grown by ``stride``; among the places that fit (on a grid of ``max(1, stride // 2)``
+    pixels), the one whose centre is nearest to the spot's own distance from the object is taken (ties:
+    the first in raster order).
+
+    Args:
+        spots: bool ``[M, H, W]``, the candidates.
+        regions: bool ``[M, H, W]``, the objects.
+        stride: input pixels per map cell.
+
+    >>> spot = torch.zeros(1, 8, 8, dtype=torch.bool); spot[0, 0, 0] = True
+    >>> obj = torch.zeros(1, 8, 8, dtype=torch.bool); obj[0, 3:5, 3:5] = True
+    >>> control_offsets(spot, obj, stride=1)
+    [(0, 7)]
+    """
+    forbidden = grow(regions, stride) | grow(spots, stride)
+    # forbidden pixels in every box, from summed-area tables: a box without any is a place the shifted
+    # spot (which lies inside its box) cannot touch them
+    tables = nnf.pad(forbidden.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
+    edges = regions & ~(~grow(~regions, 1))
+    return [
+        _offset(spots[i], regions[i], edges[i], tables[i], stride)
+        if bool(spots[i].any()) and bool(regions[i].any())
+        else None
+        for i in range(spots.shape[0])
+    ]
+
+
+def _offset(spot: Tensor, region: Tensor, edge: Tensor, table: Tensor, stride: int) -> tuple[int, int] | None:
+    height, width = spot.shape
+    ys, xs = spot.nonzero(as_tuple=True)
+    top, left, bottom, right = int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+    box_h, box_w = bottom - top, right - left
+    step = max(1, stride // 2)
+    tops = torch.arange(0, height - box_h + 1, step, device=spot.device)
+    lefts = torch.arange(0, width - box_w + 1, step, device=spot.device)
+    y0, x0 = tops[:, None], lefts[None, :]
+    inside = table[y0 + box_h, x0 + box_w] - table[y0, x0 + box_w] - table[y0 + box_h, x0] + table[y0, x0]
+    free = (inside == 0).nonzero()
+    if free.numel() == 0:
+        return None
+    centre_y, centre_x = ys.to(torch.float64).mean(), xs.to(torch.float64).mean()
+    boundary = (edge if bool(edge.any()) else region).nonzero().to(torch.float64)
+    places = torch.stack([tops[free[:, 0]] + (centre_y - top), lefts[free[:, 1]] + (centre_x - left)], 1)
+    reach = torch.cdist(places.to(torch.float64), boundary).amin(dim=1)
+    own = torch.cdist(torch.stack([centre_y, centre_x])[None], boundary).amin()
+    best = int(torch.argmin((reach - own).abs()))
+    return int(tops[free[best, 0]]) - top, int(lefts[free[best, 1]]) - left
+
+
+def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
+    """``masks [..., H, W]`` moved by ``(dy, dx)`` pixels; what leaves the image is dropped, what enters
+    is False (or 0)."""
+    out = torch.zeros_like(masks)
+    height, width = masks.shape[-2:]
+    src_y = slice(max(0, -dy), min(height, height - dy))
+    src_x = slice(max(0, -dx), min(width, width - dx))
+    dst_y = slice(max(0, dy), min(height, height + dy))
+    dst_x = slice(max(0, dx), min(width, width + dx))
+    out[..., dst_y, dst_x] = masks[..., src_y, src_x]
+    return out
+
+
+__all__ = ["control_offsets", "grow", "hot_spots", "shift", "spot_geometry", "stride_of"]

@@ -1,0 +1,391 @@
+"""Discovery: cues nobody annotated, found from object regions alone and confirmed by matched controls.
+
+1. **spots** (:class:`SpotCollector`, while the probe is scored): each map's candidate off the grown
+   object (:func:`~cam_audit.counterfactual.spots.hot_spots`) and its matched control place.
+2. **cues** (:func:`discover`, once every process's spots are gathered): the spots of each class are
+   clustered by place (:func:`~cam_audit.counterfactual.grouping.group_spots`); every process then tests
+   the members it scored: fill against the control fill, paste into a partner against a control patch,
+   and moves its own objects onto backgrounds of their own and of another class (``bg_gap``).
+3. the outcomes are gathered and counted into the cue table (:mod:`cam_audit.report.cues`).
+
+Partners are chosen among all scored samples in probe order, as in the paste test, so the cues and
+rates do not depend on the batch size or on how the probe is split across processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from cam_audit.cam import CamEngine
+from cam_audit.counterfactual import Fill
+from cam_audit.counterfactual.grouping import cluster_radius, group_spots
+from cam_audit.counterfactual.matched import fill_pairs, paste_pairs, swap_pairs
+from cam_audit.counterfactual.spots import control_offsets, hot_spots, shift, spot_geometry, stride_of
+from cam_audit.errors import CamAuditError
+from cam_audit.pipeline.collectives import Collectives
+from cam_audit.probe import ProbeBatch, ProbeSet
+from cam_audit.report.cues import describe_location, empty_cues, exceedance_p, normalise
+
+
+def check_discoverable(probe: ProbeSet) -> None:
+    """Discovery looks off the object, so it needs to know where the object is.
+
+    Raises:
+        CamAuditError: no probe sample has an object box or mask.
+    """
+    for sample in probe.samples:
+        if (sample.boxes is not None and len(sample.boxes)) or (
+            sample.masks is not None and bool(sample.masks.any())
+        ):
+            return
+    raise CamAuditError(
+        f"discover=True needs object regions: none of the probe's {len(probe)} samples has an object box or "
+        "mask (discovery looks for cues off the object, so it must know where the object is); give the probe "
+        "boxes= or masks= (from_tensors), bbox/segmentation (from_coco), or object rows (from_csv), or audit "
+        "with discover=False"
+    )
+
+
+@dataclass
+class Spots:
+    """One process's (or, gathered, every process's) candidates.
+
+    Attributes:
+        frame: one row per scored sample: ``index``, ``label``, ``target``, ``before`` (its decision),
+            the object's box ``ox_min .. oy_max`` (NaN without an object), the image size, ``stride``,
+            and ``spot`` (whether it has a candidate) with the candidate's geometry (``x_min .. y_max``,
+            ``cx``, ``cy``, ``mass``; NaN without one).
+        masks: the candidates' pixels, bit-packed, by probe position.
+        features: the target layer's feature vector at each candidate's centre, unit length, by position.
+    """
+
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    features: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @staticmethod
+    def merged(parts: Sequence[Spots]) -> Spots:
+        frames = [p.frame for p in parts if len(p.frame)]
+        frame = pd.concat(frames, ignore_index=True).sort_values("index") if frames else pd.DataFrame()
+        masks = {k: v for p in parts for k, v in p.masks.items()}
+        return Spots(
+            frame.reset_index(drop=True), masks, {k: v for p in parts for k, v in p.features.items()}
+        )
+
+    def mask(self, index: int, device: torch.device) -> Tensor:
+        """The candidate of the sample at probe position ``index`` (all False where it has none)."""
+        height, width = int(self.frame["height"].iloc[0]), int(self.frame["width"].iloc[0])
+        packed = self.masks.get(index)
+        if packed is None:
+            return torch.zeros(height, width, dtype=torch.bool, device=device)
+        bits = np.unpackbits(packed, count=height * width).astype(bool).reshape(height, width)
+        return torch.from_numpy(bits).to(device)
+
+
+class SpotCollector:
+    """Called after each scored batch (``(batch, maps, rows)``): records this process's candidates."""
+
+    def __init__(self, engine: CamEngine) -> None:
+        self.engine = engine
+        self.spots = Spots()
+        self._frames: list[pd.DataFrame] = []
+
+    def reset(self) -> None:
+        self.spots, self._frames = Spots(), []
+
+    def __call__(self, batch: ProbeBatch, maps: Tensor, rows: Mapping[str, Tensor]) -> None:
+        height, width = maps.shape[-2:]
+        stride = stride_of((height, width), self.engine.feature_size)
+        regions = batch.regions.to(maps.device)
+        spots = hot_spots(maps, regions, stride)
+        geometry = {k: v.cpu().numpy() for k, v in spot_geometry(maps, spots).items()}
+        targets = rows["target"].long()
+        if self.engine.task == "multilabel":
+            before = (rows["confidence"] > 0.5).long()
+        else:
+            before = rows["prediction"].long()
+        frame = pd.DataFrame({
+            "index": batch.indices.cpu().numpy(), "label": batch.labels.cpu().numpy(),
+            "target": targets.cpu().numpy(), "before": before.cpu().numpy(),
+            **_boxes(regions), "height": height, "width": width, "stride": stride, **geometry,
+        })  # fmt: skip
+        frame["spot"] = spots.reshape(len(frame), -1).any(dim=1).cpu().numpy()
+        for i, position in enumerate(frame["index"].tolist()):
+            if frame["spot"].iat[i]:
+                self.spots.masks[int(position)] = np.packbits(spots[i].cpu().numpy().reshape(-1))
+        self._describe(frame, height, width)
+        self._frames.append(frame)
+        self.spots.frame = pd.concat(self._frames, ignore_index=True)
+
+    def _describe(self, frame: pd.DataFrame, height: int, width: int) -> None:
+        """Keep the unit feature vector at the centre of each candidate (the engine's last features)."""
+        features = self.engine.last_features
+        if features is None:
+            return
+        cells_y, cells_x = features.shape[-2:]
+        for row, (position, cx, cy) in enumerate(frame[["index", "cx", "cy"]].itertuples(index=False)):
+            if int(position) not in self.spots.masks:
+                continue
+            y = min(int(cy * cells_y / height), cells_y - 1)
+            x = min(int(cx * cells_x / width), cells_x - 1)
+            vector = features[row, :, y, x].double()
+            vector = vector / vector.norm().clamp_min(1e-12)
+            self.spots.features[int(position)] = vector.cpu().numpy().astype(np.float32)
+
+
+def _boxes(regions: Tensor) -> dict[str, np.ndarray]:
+    """The object's box per sample (``ox_min .. oy_max``, exclusive maximum; NaN without an object)."""
+    n, height, width = regions.shape
+    rows, cols = regions.any(dim=2).cpu().numpy(), regions.any(dim=1).cpu().numpy()
+    out = {k: np.full(n, np.nan) for k in ("ox_min", "oy_min", "ox_max", "oy_max")}
+    for i in range(n):
+        if rows[i].any():
+            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+            out["ox_min"][i], out["ox_max"][i] = xs[0], xs[-1] + 1
+            out["oy_min"][i], out["oy_max"][i] = ys[0], ys[-1] + 1
+    return out
+
+
+@dataclass
+class Discovered:
+    """What :func:`discover` returns: the cue table, each scored sample's cue (-1: none) and background
+    outcomes, and the tested pairs (for the gallery)."""
+
+    cues: pd.DataFrame
+    cue_of: dict[int, int]
+    backgrounds: dict[int, tuple[float, float]]
+    pairs: pd.DataFrame
+    spots: Spots
+
+
+def discover(
+    engine: CamEngine,
+    probe: ProbeSet,
+    mine: Spots,
+    collectives: Collectives,
+    *,
+    indices: Sequence[int],
+    batch_size: int,
+    fill: Fill,
+    device: torch.device,
+    class_names: Sequence[str],
+    min_samples: int = 1,
+) -> Discovered:
+    """Steps 2 and 3 (a collective call: run it on every process).
+
+    Cues of fewer than ``min_samples`` samples (the policy's ``min_cue_samples``: they cannot be
+    confirmed) are listed but not tested; of a larger cue the :data:`MAX_TESTED` strongest spots are.
+    """
+    spots = Spots.merged(collectives.gather(mine))
+    frame = spots.frame
+    if frame.empty:
+        return Discovered(empty_cues(), {}, {}, pd.DataFrame(), spots)
+    candidates = frame[frame["spot"]]
+    height, width, stride = (int(frame[k].iloc[0]) for k in ("height", "width", "stride"))
+    vectors = None
+    if len(candidates) and all(int(i) in spots.features for i in candidates["index"]):
+        vectors = np.stack([spots.features[int(i)] for i in candidates["index"]])
+    grouped = group_spots(candidates, cluster_radius(stride, height, width), vectors)
+    members = candidates.assign(cue=grouped["cue"], place=grouped["place"])[grouped["cue"] >= 0]
+    tested = _tested(members, min_samples)
+    own = set(int(i) for i in indices)
+    tester = _Tester(engine, probe, spots, batch_size, fill, device)
+
+    def work() -> tuple[pd.DataFrame, dict[int, tuple[float, float]]]:
+        pairs = tester.cue_pairs(tested[tested["index"].isin(own)], frame)
+        return pairs, tester.backgrounds(frame[frame["index"].isin(own)], frame)
+
+    parts = collectives.gather(collectives.run_step("testing candidate cues", work))
+    pairs = pd.concat([p[0] for p in parts], ignore_index=True).sort_values("index").reset_index(drop=True)
+    backgrounds = {k: v for p in parts for k, v in p[1].items()}
+    table = cue_table(members, pairs, class_names, height, width)
+    cue_of = {int(i): int(c) for i, c in zip(members["index"], members["cue"], strict=True)}
+    return Discovered(table, cue_of, backgrounds, pairs, spots)
+
+
+#: Most spots of one cue that are tested (the strongest): enough to confirm a clear cue with a margin,
+#: and a bound on the cost of a class with many weak candidates.
+MAX_TESTED = 32
+
+
+def _tested(members: pd.DataFrame, min_samples: int) -> pd.DataFrame:
+    """The members whose interventions are run: the strongest of each cue large enough to be confirmed."""
+    sizes = members.groupby("cue")["index"].transform("size")
+    ranked = members[sizes >= min_samples].sort_values(
+        ["cue", "mass", "index"], ascending=[True, False, True]
+    )
+    return ranked.groupby("cue").head(MAX_TESTED).sort_values("index")
+
+
+class _Tester:
+    """Runs the matched interventions on one process's samples."""
+
+    def __init__(self, engine: CamEngine, probe: ProbeSet, spots: Spots, batch_size: int, fill: Fill,
+                 device: torch.device) -> None:  # fmt: skip
+        self.engine, self.probe, self.spots = engine, probe, spots
+        self.batch_size, self.fill, self.device = batch_size, fill, device
+
+    def load(self, positions: Sequence[int]) -> ProbeBatch:
+        return next(self.probe.batches(len(positions), indices=list(positions))).to(self.device)
+
+    def masks(self, positions: Sequence[int]) -> Tensor:
+        return torch.stack([self.spots.mask(int(p), self.device) for p in positions])
+
+    def cue_pairs(self, members: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+        """Fill and paste outcomes of each member, with its control's (members without a control place
+        are left out)."""
+        stride = int(frame["stride"].iloc[0])
+        partner = cue_partners(members, frame, self.engine.task == "multilabel")
+        rows = [
+            self._chunk_pairs(members.iloc[start : start + self.batch_size], stride, partner)
+            for start in range(0, len(members), self.batch_size)
+        ]
+        columns = ["index", "cue", "flip", "control_flip", "moved", "control_moved", "partner"]
+        return pd.concat([pd.DataFrame(columns=columns), *rows], ignore_index=True)
+
+    def _chunk_pairs(self, chunk: pd.DataFrame, stride: int, partner: Mapping[int, int]) -> pd.DataFrame:
+        positions = chunk["index"].astype(int).tolist()
+        batch, spots = self.load(positions), self.masks(positions)
+        found = control_offsets(spots, batch.regions, stride)
+        fits = [i for i, offset in enumerate(found) if offset is not None]
+        if not fits:
+            return pd.DataFrame()
+        chunk, positions = chunk.iloc[fits], [positions[i] for i in fits]
+        images, spots = batch.images[fits], spots[fits]
+        offsets = torch.tensor([found[i] for i in fits], dtype=torch.long)
+        moves = offsets.tolist()
+        controls = torch.stack([shift(s, dy, dx) for s, (dy, dx) in zip(spots, moves, strict=True)])
+        targets = torch.tensor(chunk["target"].to_numpy(dtype="int64"), device=self.device)
+        before = torch.tensor(chunk["before"].to_numpy(dtype="int64"), device=self.device)
+        task = self.engine.task
+        flip, control_flip = fill_pairs(
+            self.engine.predict, images, spots, controls, before, targets, self.fill, task
+        )
+        moved = torch.full_like(flip, math.nan)
+        control_moved = moved.clone()
+        has = [i for i, p in enumerate(positions) if p in partner]
+        if has:
+            mates = [partner[positions[i]] for i in has]
+            moved[has], control_moved[has] = paste_pairs(
+                self.engine.predict, images[has], spots[has], offsets[has], targets[has],
+                self.load(mates).images, self.masks(mates), self.fill, task,
+            )  # fmt: skip
+        return pd.DataFrame({
+            "index": positions, "cue": chunk["cue"].to_numpy(), "flip": flip.cpu().numpy(),
+            "control_flip": control_flip.cpu().numpy(), "moved": moved.cpu().numpy(),
+            "control_moved": control_moved.cpu().numpy(), "partner": [partner.get(p, -1) for p in positions],
+        })  # fmt: skip
+
+    def backgrounds(self, own: pd.DataFrame, frame: pd.DataFrame) -> dict[int, tuple[float, float]]:
+        """``{position: (correct on a same-class background, correct on another class's)}``."""
+        partners = background_partners(frame)
+        positions = [int(p) for p in own["index"] if int(p) in partners]
+        out: dict[int, tuple[float, float]] = {}
+        margin = int(frame["stride"].iloc[0])
+        for start in range(0, len(positions), self.batch_size):
+            chunk = positions[start : start + self.batch_size]
+            batch = self.load(chunk)
+            same = self.load([partners[p][0] for p in chunk])
+            other = self.load([partners[p][1] for p in chunk])
+            correct_same, correct_other = swap_pairs(
+                self.engine.predict, batch.images, batch.regions, batch.labels, same.images, same.regions,
+                other.images, other.regions, margin, self.engine.task,
+            )  # fmt: skip
+            out.update(
+                zip(chunk, zip(correct_same.tolist(), correct_other.tolist(), strict=True), strict=True)
+            )
+        return out
+
+
+def cue_partners(members: pd.DataFrame, frame: pd.DataFrame, multilabel: bool = False) -> dict[int, int]:
+    """For each member, the first scored sample after it (probe order, cyclically) that is neither
+    labelled nor (multiclass, binary) decided as the cue's class and whose object, grown by a map cell,
+    stays clear of the candidate's box; absent where none qualifies."""
+    order = frame.sort_values("index")
+    positions = order["index"].to_numpy(dtype="int64")
+    labels, before = order["label"].to_numpy(), order["before"].to_numpy()
+    box = {k: order[k].to_numpy(dtype=float) for k in ("ox_min", "oy_min", "ox_max", "oy_max")}
+    has_object = ~np.isnan(box["ox_min"])
+    out = {}
+    for row in members.to_dict("records"):
+        grow, target, position = float(row["stride"]), int(row["target"]), int(row["index"])
+        clear = (
+            (box["ox_min"] - grow >= row["x_max"]) | (box["ox_max"] + grow <= row["x_min"])
+            | (box["oy_min"] - grow >= row["y_max"]) | (box["oy_max"] + grow <= row["y_min"])
+        )  # fmt: skip
+        other = labels != target
+        if not multilabel:
+            other &= before != target
+        eligible = np.flatnonzero(clear & other & has_object)
+        if len(eligible):
+            start = int(np.searchsorted(positions, position, side="right"))
+            out[position] = int(positions[eligible[int(np.searchsorted(eligible, start)) % len(eligible)]])
+    return out
+
+
+def background_partners(frame: pd.DataFrame) -> dict[int, tuple[int, int]]:
+    """For each sample with an object: the next one after it (cyclically) of the same class, and the next
+    of another class, both with an object; absent where either is missing."""
+    order = frame[frame["ox_min"].notna()].sort_values("index")
+    positions = order["index"].to_numpy(dtype="int64")
+    labels = order["label"].to_numpy(dtype="int64")
+    out = {}
+    n = len(positions)
+    for i in range(n):
+        ahead = [(i + k) % n for k in range(1, n)]
+        same = next((j for j in ahead if labels[j] == labels[i]), None)
+        other = next((j for j in ahead if labels[j] != labels[i]), None)
+        if same is not None and other is not None:
+            out[int(positions[i])] = (int(positions[same]), int(positions[other]))
+    return out
+
+
+def cue_table(members: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence[str], height: int,
+              width: int) -> pd.DataFrame:  # fmt: skip
+    """One row per cue: place, rates, their controls and the discordant counts behind the p-values."""
+    rows: list[dict[str, Any]] = []
+    for number, group in members.groupby("cue", sort=True):
+        outcome = pairs[pairs["cue"] == number]
+        main = group[group["place"] == 0]
+        x_min, y_min, x_max, y_max = (float(main[k].median()) for k in ("x_min", "y_min", "x_max", "y_max"))
+        box = (x_min, y_min, x_max, y_max)
+        where = describe_location(box, width, height)
+        others = int(group["place"].max())
+        if others:
+            where += f", and {others} other place{'s' if others > 1 else ''}"
+        label = int(group["target"].iloc[0])
+        row: dict[str, Any] = {"cue": int(str(number)), "class": class_names[label], "label": label,
+                               "n_samples": len(group), "x_min": box[0], "y_min": box[1], "x_max": box[2],
+                               "y_max": box[3], "where": where}  # fmt: skip
+        for arm, control, prefix, rate in (("flip", "control_flip", "fill", "flip_rate"),
+                                           ("moved", "control_moved", "paste", "paste_rate")):  # fmt: skip
+            both = outcome[[arm, control]].dropna()
+            only = int(((both[arm] == 1) & (both[control] == 0)).sum())
+            control_only = int(((both[arm] == 0) & (both[control] == 1)).sum())
+            row[f"n_{prefix}"] = len(both)
+            row[rate] = float(both[arm].mean()) if len(both) else math.nan
+            row[f"control_{rate}"] = float(both[control].mean()) if len(both) else math.nan
+            row[f"{prefix}_only"], row[f"control_{prefix}_only"] = only, control_only
+            row[f"{prefix}_p_value"] = exceedance_p(only, control_only) if len(both) else math.nan
+        rows.append(row)
+    return normalise(pd.DataFrame(rows)) if rows else empty_cues()
+
+
+__all__ = [
+    "Discovered",
+    "SpotCollector",
+    "Spots",
+    "background_partners",
+    "cue_table",
+    "check_discoverable",
+    "cue_partners",
+    "discover",
+]
