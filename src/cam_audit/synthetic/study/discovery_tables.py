@@ -43,16 +43,15 @@ PAIR_COLUMNS = (
     *MODES,
     "fired",
 )
-#: The evidence kind of the scores discovery's rules read (:mod:`cam_audit.keys`).
+#: The evidence kind of discovery's findings (:func:`~cam_audit.synthetic.study.evidence_kind`).
 DISCOVERY_EVIDENCE = "discovery"
+#: Short names of discovery's rules in the ``fired`` column (the others': ``RULE_LABELS``).
+_DISCOVERY_RULE_LABELS = {"max_bg_gap": "bg_gap", "min_cue_excess": "cue"}
 
 
 def confirmed_cues(report: AuditReport) -> pd.DataFrame:
-    """The rows of ``report.cues`` that discovery confirmed (an empty table when it found none)."""
-    cues = report.cues
-    if cues is None or cues.empty:
-        return pd.DataFrame(columns=["class", "x_min", "y_min", "x_max", "y_max"])
-    return cues[cues["confirmed"].astype(bool)]
+    """The rows of ``report.cues`` that its policy confirmed (no rows when discovery found none)."""
+    return report.cues[report.cues["confirmed"]]
 
 
 def overlaps(box: Sequence[float], other: Sequence[float]) -> bool:
@@ -88,7 +87,8 @@ def judge_pair(
         shortcut_drop: accuracy drop (a fraction) that makes a model a shortcut model.
     """
     meta = discovered.meta
-    found = discovered.with_verdict(policy).verdict.findings
+    discovered = discovered.with_verdict(policy)  # the policy's cue rules decide which cues are confirmed
+    found = discovered.verdict.findings
     marked = annotated.with_verdict(policy).verdict.findings
     kinds = {evidence_kind(f) for f in found}
     confirmed = confirmed_cues(discovered)
@@ -107,6 +107,7 @@ def judge_pair(
         "acc_moved": acc_moved,
         "shortcut": max(acc_cue - acc_removed, acc_cue - acc_moved) > shortcut_drop,
         "bg_gap": discovered.summary.get("bg_gap", math.nan),
+        "n_spurious": annotated.summary["n_spurious"],
         "n_confirmed": len(confirmed),
         "n_on_cue": cues_on_true_cue(confirmed, true_cues) if true_cues else math.nan,
         "attribution": "attribution" in kinds,
@@ -125,7 +126,8 @@ def judge_pair(
 
 
 def _fired(findings: Iterable[Finding]) -> str:
-    return ",".join(sorted({RULE_LABELS.get(f.rule, f.rule) for f in findings})) or "-"
+    labels = {**RULE_LABELS, **_DISCOVERY_RULE_LABELS}
+    return ",".join(sorted({labels.get(f.rule, f.rule) for f in findings})) or "-"
 
 
 def pair_table(
@@ -191,7 +193,7 @@ def cue_locations(models: pd.DataFrame) -> pd.DataFrame:
         "confirmed cues off the tag": int(clean["n_confirmed"].sum()),
         **_gap_range(clean),
     }
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _gap_range(group: pd.DataFrame) -> dict[str, float]:
@@ -201,12 +203,14 @@ def _gap_range(group: pd.DataFrame) -> dict[str, float]:
 
 def cost(models: pd.DataFrame) -> dict[str, float]:
     """Median seconds per model of discovery, attribution and the annotated counterfactual tests, and the
-    median of each model's ratio of discovery to counterfactual seconds."""
-    ratio = models["discovery_seconds"] / models["counterfactual_seconds"]
+    median of each model's ratio of discovery to counterfactual seconds, over the models whose annotated
+    probe marks a tag (a background condition's has nothing to test)."""
+    tested = models[models["n_spurious"] > 0]
+    ratio = tested["discovery_seconds"] / tested["counterfactual_seconds"]
     return {
         "discovery_seconds": float(models["discovery_seconds"].median()),
         "attribution_seconds": float(models["attribution_seconds"].median()),
-        "counterfactual_seconds": float(models["counterfactual_seconds"].median()),
+        "counterfactual_seconds": float(tested["counterfactual_seconds"].median()),
         "discovery / counterfactual": float(ratio.median()),
     }
 

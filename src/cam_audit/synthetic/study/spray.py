@@ -6,9 +6,9 @@ label or when attention is highly localised in a label-pure cluster; it needs no
 ShortKit-ML's ``SpRAyDetector`` (package ``shortkit-ml``, module ``shortcut_detect``), an optional
 benchmark dependency that cam_audit never imports otherwise. Its releases pin ``torch<2.3``, ``numpy<2``
 and ``pandas<3``, which cam_audit's own requirements exclude; its SpRAy needs only numpy, SciPy and
-scikit-learn, so install it beside cam_audit without its pins::
+scikit-learn (the ``study`` extra), so install it beside cam_audit without its pins::
 
-    pip install --no-deps shortkit-ml
+    pip install '.[study]' && pip install --no-deps shortkit-ml
 """
 
 from __future__ import annotations
