@@ -97,6 +97,7 @@ def judge_pair(
     true_cues = meta.get("true_cues") or {}
     return {
         "condition": meta["condition"],
+        "order": meta.get("order", 0),
         "clean": meta["clean"],
         "cue": meta["cue"],
         "pool": meta["pool"],
@@ -144,14 +145,20 @@ def detection_rates(models: pd.DataFrame) -> pd.DataFrame:
     shortcut = models[models["shortcut"]]
     clean = models[models["clean"] & ~models["shortcut"]]
     rows: dict[str, dict[str, object]] = {}
-    for name, group in shortcut.groupby("condition", sort=False):
+    for name, group in _by_condition(shortcut):
         rows[f"{name}: shortcut"] = _counts(group)
     rows["ALL SHORTCUT MODELS (detection rate)"] = _counts(shortcut)
-    for name, group in clean.groupby("condition", sort=False):
+    for name, group in _by_condition(clean):
         rows[f"{name}: clean"] = _counts(group)
     rows["ALL CLEAN CONTROLS (false-alarm rate)"] = _counts(clean)
     rows["cue-trained, no shortcut"] = _counts(models[~models["clean"] & ~models["shortcut"]])
     return pd.DataFrame(rows).T
+
+
+def _by_condition(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``models`` grouped by condition, in the study's order of conditions."""
+    groups = models.groupby("condition", sort=False)
+    return sorted(((str(name), group) for name, group in groups), key=lambda item: item[1]["order"].min())
 
 
 def _counts(group: pd.DataFrame) -> dict[str, object]:
@@ -173,7 +180,7 @@ def cue_locations(models: pd.DataFrame) -> pd.DataFrame:
     cues that lie elsewhere; per background condition and for the clean controls: ``bg_gap``."""
     rows: dict[str, dict[str, object]] = {}
     shortcut = models[models["shortcut"]]
-    for name, group in shortcut.groupby("condition", sort=False):
+    for name, group in _by_condition(shortcut):
         tag = group["cue"].isin(["corner", "presence"]).all()
         confirmed = group[group["n_confirmed"] > 0]
         rows[name] = {
