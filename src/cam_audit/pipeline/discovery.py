@@ -63,12 +63,12 @@ class Spots:
             the object's box ``ox_min .. oy_max`` (NaN without an object), the image size, ``stride``,
             and ``spot`` (whether it has a candidate) with the candidate's geometry (``x_min .. y_max``,
             ``cx``, ``cy``, ``mass``; NaN without one).
-        masks: the candidates' pixels, bit-packed, by probe position.
+        masks: the candidates' pixels, bit-packed, with the image's height and width, by probe position.
         features: the target layer's feature vector at each candidate's centre, unit length, by position.
     """
 
     frame: pd.DataFrame = field(default_factory=pd.DataFrame)
-    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    masks: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict)
     features: dict[int, np.ndarray] = field(default_factory=dict)
 
     @staticmethod
@@ -80,12 +80,14 @@ class Spots:
             frame.reset_index(drop=True), masks, {k: v for p in parts for k, v in p.features.items()}
         )
 
-    def mask(self, index: int, device: torch.device) -> Tensor:
-        """The candidate of the sample at probe position ``index`` (all False where it has none)."""
-        height, width = int(self.frame["height"].iloc[0]), int(self.frame["width"].iloc[0])
-        packed = self.masks.get(index)
-        if packed is None:
-            return torch.zeros(height, width, dtype=torch.bool, device=device)
+    def mask(self, index: int, device: torch.device, size: tuple[int, int] | None = None) -> Tensor:
+        """The candidate of the sample at probe position ``index`` (all False of ``size``, or of the probe's
+        first image size, where it has none)."""
+        if index not in self.masks:
+            if size is None:
+                size = int(self.frame["height"].iloc[0]), int(self.frame["width"].iloc[0])
+            return torch.zeros(size, dtype=torch.bool, device=device)
+        packed, height, width = self.masks[index]
         bits = np.unpackbits(packed, count=height * width).astype(bool).reshape(height, width)
         return torch.from_numpy(bits).to(device)
 
@@ -120,7 +122,8 @@ class SpotCollector:
         frame["spot"] = spots.reshape(len(frame), -1).any(dim=1).cpu().numpy()
         for i, position in enumerate(frame["index"].tolist()):
             if frame["spot"].iat[i]:
-                self.spots.masks[int(position)] = np.packbits(spots[i].cpu().numpy().reshape(-1))
+                packed = np.packbits(spots[i].cpu().numpy().reshape(-1))
+                self.spots.masks[int(position)] = (packed, height, width)
         self._describe(frame, height, width)
         self._frames.append(frame)
         self.spots.frame = pd.concat(self._frames, ignore_index=True)

@@ -1,0 +1,252 @@
+"""Discovery: cues nobody annotated, found from object regions alone, confirmed against matched controls.
+
+Trained scene CNNs (a few seconds each) give the cases that matter: a model that reads the class from a
+tag's corner or from a tag's presence gets a confirmed cue where the tag is, a model trained with tags
+that carry no information gets none, and a model that reads the background gets a large ``bg_gap``.
+The pieces are tested on hand-made tensors: candidates never touch the grown object, controls are
+matched, and the cue table round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cam_audit import ShortcutPolicy, audit
+from cam_audit.counterfactual.matched import inpaint, object_holes
+from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift
+from cam_audit.errors import CamAuditError, ReportError
+from cam_audit.probe import ProbeSet
+from cam_audit.report import AuditReport
+from cam_audit.report.cues import CUE_COLUMNS, confirm, exceedance_p
+from cam_audit.report.jsonio import frame_to_json
+from cam_audit.synthetic import make_scenes
+from helpers.models import trained_scene_net
+
+SIZE = 32
+
+
+def _object_only(scenes) -> ProbeSet:
+    """The scenes as a probe with object masks and no spurious annotation: nobody marked the tag."""
+    return ProbeSet.from_tensors(scenes.images, scenes.labels, masks=scenes.object_masks)
+
+
+@pytest.fixture(scope="module")
+def corner_model():
+    """A model trained on scenes whose tag corner gives the label away (it reads the corner)."""
+    return trained_scene_net(make_scenes(1200, image_size=SIZE, watermark="correlated", seed=1), "avg")
+
+
+@pytest.fixture(scope="module")
+def clean_model():
+    """A model trained on scenes with a tag in a random corner of every image (no information in it)."""
+    return trained_scene_net(make_scenes(1200, image_size=SIZE, watermark="random", seed=1), "avg")
+
+
+def test_a_corner_shortcut_is_confirmed_where_the_tag_is(corner_model):
+    scenes = make_scenes(96, image_size=SIZE, watermark="correlated", seed=2)
+    report = audit(corner_model, _object_only(scenes), target_layer="features", discover=True)
+    confirmed = report.cues[report.cues["confirmed"]]
+    assert len(confirmed) >= 1 and not report.verdict.passed
+    assert report.summary["n_cues_confirmed"] == len(confirmed)
+    for row in confirmed.to_dict("records"):
+        tags = scenes.watermark_boxes[scenes.labels == row["label"]]
+        tag_x = float((tags[:, 0] + tags[:, 2]).median() / 2)
+        tag_y = float((tags[:, 1] + tags[:, 3]).median() / 2)
+        assert row["x_min"] <= tag_x <= row["x_max"] and row["y_min"] <= tag_y <= row["y_max"], row
+        assert row["paste_rate"] - row["control_paste_rate"] >= 0.3
+        assert row["where"].split(",")[0].endswith("corner")
+    cue_flags = [f for f in report.verdict.findings if f.rule == "min_cue_excess"]
+    assert len(cue_flags) == len(confirmed) and "unannotated cue" in cue_flags[0].message
+    assert report.meta["discovery_seconds"] > 0
+
+
+def test_a_tag_whose_presence_is_the_cue_is_one_cue_at_four_places():
+    """The tag sits in a random corner on class 0 only: the places are joined by the model's features."""
+    train = make_scenes(1200, image_size=SIZE, watermark="correlated", cue_classes=(0,), seed=1)
+    model = trained_scene_net(train, "avg")
+    scenes = make_scenes(96, image_size=SIZE, watermark="correlated", cue_classes=(0,), seed=2)
+    report = audit(model, _object_only(scenes), target_layer="features", discover=True)
+    confirmed = report.cues[report.cues["confirmed"]]
+    assert confirmed["label"].tolist() == [0]
+    (row,) = confirmed.to_dict("records")
+    assert row["n_samples"] > (scenes.labels == 0).sum() / 2  # most of the class, not one corner's share
+    assert "other place" in row["where"]
+    assert row["flip_rate"] - row["control_flip_rate"] >= 0.3
+
+
+def test_a_clean_model_gets_no_confirmed_cue_and_no_background_gap(clean_model):
+    scenes = make_scenes(96, image_size=SIZE, watermark="random", seed=2)
+    report = audit(clean_model, _object_only(scenes), target_layer="features", discover=True)
+    assert report.summary["accuracy"] > 0.8
+    assert len(report.cues) > 0  # candidates were found and tested ...
+    assert report.summary["n_cues_confirmed"] == 0  # ... and none holds up against its control
+    assert abs(report.summary["bg_gap"]) < 0.1
+    assert report.verdict.passed, report.verdict.flags
+
+
+def test_a_model_that_reads_the_background_has_a_large_bg_gap():
+    """Backgrounds tinted by class: moved onto another class's background, the objects are misread."""
+    tint = torch.tensor([[0.25, -0.15, -0.15], [-0.15, 0.25, -0.15], [-0.15, -0.15, 0.25]])
+
+    def tinted(n: int, seed: int):
+        scenes = make_scenes(n, image_size=SIZE, seed=seed)
+        background = ~scenes.object_masks[:, None]
+        images = (scenes.images + background * tint[scenes.labels][:, :, None, None]).clamp(0, 1)
+        return scenes, images
+
+    train, train_images = tinted(1200, 1)
+    model = trained_scene_net(type(train)(**{**train.__dict__, "images": train_images}), "avg")
+    scenes, images = tinted(96, 2)
+    probe = ProbeSet.from_tensors(images, scenes.labels, masks=scenes.object_masks)
+    report = audit(model, probe, target_layer="features", discover=True)
+    assert report.summary["bg_acc_same"] > 0.8
+    assert report.summary["bg_gap"] > 0.3
+    assert any(f.rule == "max_bg_gap" for f in report.verdict.findings)
+    gaps = report.samples["bg_same"] - report.samples["bg_other"]
+    assert report.summary["bg_gap"] == pytest.approx(gaps.mean())
+
+
+def test_discovery_needs_object_regions():
+    scenes = make_scenes(6, image_size=SIZE, watermark="random", seed=0)
+    probe = ProbeSet.from_tensors(scenes.images, scenes.labels, spurious_masks=scenes.watermark_masks)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(CamAuditError, match="discover=True needs object regions.*boxes= or masks="):
+        audit(model, probe, discover=True)
+
+
+def test_boxes_work_as_object_regions(corner_model):
+    scenes = make_scenes(96, image_size=SIZE, watermark="correlated", seed=2)
+    boxes = [box[None] for box in scenes.object_boxes]
+    report = audit(corner_model, ProbeSet.from_tensors(scenes.images, scenes.labels, boxes=boxes),
+                   target_layer="features", discover=True)  # fmt: skip
+    assert report.summary["n_cues_confirmed"] >= 1
+    assert math.isfinite(report.summary["bg_gap"])
+
+
+def test_without_discovery_the_cue_table_is_empty_and_its_numbers_are_nan(corner_model):
+    scenes = make_scenes(12, image_size=SIZE, watermark="correlated", seed=2)
+    report = audit(corner_model, _object_only(scenes), target_layer="features")
+    assert report.cues.empty and list(report.cues.columns) == list(CUE_COLUMNS)
+    assert all(math.isnan(report.summary[k]) for k in ("bg_gap", "n_cues", "n_cues_confirmed"))
+    assert report.meta["discover"] is False
+
+
+# -- the pieces, on hand-made tensors -------------------------------------------------------------------
+
+
+def test_a_hot_spot_touching_the_grown_object_is_refused():
+    """Mass one map cell from the object is the object's own (bilinear upsampling spreads it)."""
+    regions = torch.zeros(1, 32, 32, dtype=torch.bool)
+    regions[0, 10:20, 10:20] = True
+    maps = torch.zeros(1, 32, 32)
+    maps[0, 12:18, 12:18] = 1.0
+    maps[0, 20:23, 14:17] = 2.0  # the hottest pixels, but within 4 px (the stride) of the object
+    assert not hot_spots(maps, regions, stride=4).any()
+    maps[0, 27:30, 27:30] = 1.5  # farther than the stride: a candidate, and only those pixels
+    spot = hot_spots(maps, regions, stride=4)[0]
+    assert spot.nonzero().tolist() == [[y, x] for y in range(27, 30) for x in range(27, 30)]
+    assert not (spot & grow(regions, 4)[0]).any()
+
+
+def test_a_weak_off_object_peak_is_no_candidate():
+    regions = torch.zeros(1, 16, 16, dtype=torch.bool)
+    regions[0, 2:6, 2:6] = True
+    maps = torch.zeros(1, 16, 16)
+    maps[0, 2:6, 2:6] = 1.0
+    maps[0, 12, 12] = 0.2  # below a quarter of the map's peak
+    assert not hot_spots(maps, regions, stride=1).any()
+
+
+def test_controls_have_the_spots_shape_touch_neither_object_nor_spot_and_match_its_distance():
+    torch.manual_seed(0)
+    regions = torch.zeros(20, 40, 40, dtype=torch.bool)
+    spots = torch.zeros_like(regions)
+    for i in range(20):
+        top, left = torch.randint(5, 25, (2,)).tolist()
+        regions[i, top : top + 10, left : left + 10] = True
+        spots[i, 0:3, 0:5] = bool(i % 2)  # a spot in the top-left corner, or one near the bottom
+        spots[i, 36:40, 30:33] = not i % 2
+        spots[i] &= ~grow(regions[i : i + 1], 3)[0]
+    stride = 3
+    for i, offset in enumerate(control_offsets(spots, regions, stride)):
+        if offset is None:
+            continue
+        control = shift(spots[i], *offset)
+        assert control.sum() == spots[i].sum()  # the same shape, wholly inside the image
+        assert not (control & grow(regions[i : i + 1], stride)[0]).any()
+        assert not (control & grow(spots[i : i + 1], stride)[0]).any()
+        edge = regions[i].nonzero().double()
+        own = torch.cdist(spots[i].nonzero().double().mean(0, keepdim=True), edge).min()
+        moved = torch.cdist(control.nonzero().double().mean(0, keepdim=True), edge).min()
+        assert abs(float(own - moved)) <= 2.0 * stride, (i, offset)
+
+
+def test_removing_an_object_leaves_no_trace_of_it():
+    images = torch.full((1, 3, 32, 32), 0.4)
+    regions = torch.zeros(1, 32, 32, dtype=torch.bool)
+    regions[0, 10:20, 12:18] = True
+    images[:, :, 10:20, 12:18] = 1.0  # a bright object on a flat background
+    hole = object_holes(regions, 2)
+    cleared = inpaint(images, hole)
+    assert hole[0, 8:22, 10:20].all() and hole.sum() == 14 * 10  # a box two pixels wider, not the outline
+    torch.testing.assert_close(cleared, torch.full_like(images, 0.4))
+
+
+def test_confirmation_needs_excess_significance_and_samples():
+    row = {"cue": 0, "class": "cat", "label": 0, "n_samples": 20, "x_min": 0, "y_min": 0, "x_max": 4,
+           "y_max": 4, "where": "top-left corner, about 4x4 px", "flip_rate": 0.9, "control_flip_rate": 0.05,
+           "paste_rate": math.nan, "control_paste_rate": math.nan, "confirmed": False, "n_fill": 20,
+           "fill_only": 17, "control_fill_only": 0, "fill_p_value": exceedance_p(17, 0), "n_paste": 0,
+           "paste_only": 0, "control_paste_only": 0, "paste_p_value": math.nan}  # fmt: skip
+    cues = pd.DataFrame([row])
+    assert confirm(cues, 0.3, 0.01, 5).tolist() == [True]
+    assert confirm(cues, None, 0.01, 5).tolist() == [False]  # switched off
+    assert confirm(cues, 0.3, 0.01, 21).tolist() == [False]  # too few samples
+    assert confirm(cues, 0.9, 0.01, 5).tolist() == [False]  # excess 0.85 below the threshold
+    weak = cues.assign(fill_only=3, fill_p_value=exceedance_p(3, 0))  # p = 0.125
+    assert confirm(weak, 0.3, 0.01, 5).tolist() == [False]
+    # Bonferroni: among 40 tests the same p-value of 7.6e-6 still passes, 0.001 does not
+    many = pd.concat([cues] * 20, ignore_index=True).assign(n_paste=1)
+    assert confirm(many, 0.3, 0.01, 5).all()
+    assert not confirm(many.assign(fill_p_value=0.001), 0.3, 0.01, 5).any()
+
+
+def test_the_exact_test_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for only, control_only in [(9, 1), (5, 5), (20, 0), (0, 4), (13, 6)]:
+        expected = stats.binomtest(only, only + control_only, 0.5, alternative="greater").pvalue
+        assert exceedance_p(only, control_only) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_cue_table_round_trips_and_a_format_1_report_still_loads(corner_model, tmp_path):
+    scenes = make_scenes(48, image_size=SIZE, watermark="correlated", seed=2)
+    report = audit(corner_model, _object_only(scenes), target_layer="features", discover=True)
+    assert len(report.cues) > 0
+    path = report.to_json(tmp_path / "report.json")
+    back = AuditReport.from_json(path)
+    pd.testing.assert_frame_equal(back.cues, report.cues)
+    assert back.verdict == report.verdict
+    data = json.loads(path.read_text())
+    data["format"] = "cam_audit.report/1"
+    del data["cues"]
+    old = AuditReport.from_dict(data)
+    assert old.cues.empty and list(old.cues.columns) == list(CUE_COLUMNS)
+    data["cues"] = frame_to_json(pd.DataFrame({"cue": [0]}))
+    with pytest.raises(ReportError, match="cue table lacks the columns"):
+        AuditReport.from_dict({**data, "format": "cam_audit.report/2"})
+
+
+def test_another_policy_rejudges_the_cues(corner_model):
+    scenes = make_scenes(96, image_size=SIZE, watermark="correlated", seed=2)
+    report = audit(corner_model, _object_only(scenes), target_layer="features", discover=True)
+    assert report.cues["confirmed"].any()
+    lenient = report.with_verdict(ShortcutPolicy(min_cue_excess=None, max_bg_gap=None, min_focus_lift=None))
+    assert not lenient.cues["confirmed"].any()
+    assert not any(f.rule in ("min_cue_excess", "max_bg_gap") for f in lenient.verdict.findings)
+    np.testing.assert_array_equal(lenient.cues["flip_rate"], report.cues["flip_rate"])
