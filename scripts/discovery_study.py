@@ -11,9 +11,12 @@ is installed (``pip install --no-deps shortkit-ml``; its torch<2.3 pin excludes 
 A model is a **shortcut model** by its behaviour: its accuracy falls by more than ``--shortcut-drop``
 (10 points) when the cue is removed or moved. The held-out seeds (``--held-out``) are reported apart.
 Conditions, training, judging and tables live in :mod:`cam_audit.synthetic.study`; this script parses the
-arguments, runs them and prints the tables. Run it with::
+arguments, runs them and prints the tables. The full study trains 80 models, about 18 s each on one
+core; two processes, one per core, share a folder (``--seeds 0,1,2 --held-out ""`` and ``--seeds ""
+--held-out 3,4``) and ``--from-reports`` prints the tables of both. Training depends on torch's thread
+count, so pass ``--threads`` for numbers that repeat. Run it with::
 
-    .venv/bin/python scripts/discovery_study.py --seeds 0,1,2 --held-out 3,4 --out runs/discovery
+    .venv/bin/python scripts/discovery_study.py --threads 1 --out runs/discovery
     .venv/bin/python scripts/discovery_study.py --from-reports runs/discovery   # the tables again
     .venv/bin/python scripts/discovery_study.py --quick                           # a smoke run
 """
