@@ -1,4 +1,5 @@
-"""Synthetic scenes: determinism, geometry of objects and tags, watermark statistics, tag removal."""
+"""Synthetic scenes: determinism, geometry of objects and tags, watermark statistics, tag removal, and the
+background cues (a class-specific tint or stripe texture) present, removed and moved."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cam_audit.errors import CamAuditError
 from cam_audit.probe import ProbeSet
 from cam_audit.regions import boxes_to_mask
 from cam_audit.synthetic import CLASS_NAMES, SceneData, make_scenes
+from cam_audit.synthetic.backgrounds import DEFAULT_STRENGTH, cue_field, tint_directions
 
 FIELDS = (
     "images",
@@ -20,6 +22,7 @@ FIELDS = (
     "watermark_masks",
     "watermark_boxes",
     "has_watermark",
+    "background_classes",
 )
 
 
@@ -187,11 +190,120 @@ def test_dataset_yields_images_and_labels():
         ({"watermark": "correlated", "correlation": 1.5}, "correlation"),
         ({"watermark": "random", "cue_classes": (0,)}, "cue_classes"),
         ({"watermark": "correlated", "cue_classes": (3,)}, "cue_classes"),
+        ({"background_cue": "stripes"}, "background_cue"),
+        ({"background_cue": "colour", "background_correlation": -0.1}, "background_correlation"),
+        ({"background_cue": "texture", "background_strength": 0.5}, "background_strength"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
     with pytest.raises(CamAuditError, match=message):
         make_scenes(4, **kwargs)
+
+
+BACKGROUND_CUES = ("colour", "texture")
+
+
+@pytest.mark.parametrize("cue", BACKGROUND_CUES)
+def test_background_cue_is_deterministic_per_seed(cue):
+    first = make_scenes(40, image_size=32, background_cue=cue, background_correlation=0.7, seed=5)
+    again = make_scenes(40, image_size=32, background_cue=cue, background_correlation=0.7, seed=5)
+    other = make_scenes(40, image_size=32, background_cue=cue, background_correlation=0.7, seed=6)
+    for name in FIELDS:
+        assert torch.equal(getattr(first, name), getattr(again, name)), name
+    assert not torch.equal(first.background_classes, other.background_classes)
+
+
+@pytest.mark.parametrize("watermark", ["none", "random", "correlated"])
+@pytest.mark.parametrize("cue", BACKGROUND_CUES)
+def test_background_cue_draws_last_so_scenes_without_it_are_unchanged(cue, watermark):
+    plain = make_scenes(60, image_size=32, watermark=watermark, seed=3)
+    assert torch.equal(plain.background_classes, torch.full((60,), -1))
+    # at strength 0 the cue adds nothing: every other output is that of the scenes without it
+    faint = make_scenes(
+        60, image_size=32, watermark=watermark, seed=3, background_cue=cue, background_strength=0
+    )
+    for name in FIELDS[:-1]:
+        assert torch.equal(getattr(faint, name), getattr(plain, name)), name
+    assert torch.equal(faint.tag_background, plain.tag_background)
+
+
+@pytest.mark.parametrize("cue", BACKGROUND_CUES)
+def test_background_cue_is_on_the_background_only_at_its_strength(cue):
+    plain = make_scenes(90, image_size=32, seed=4)  # the cue removed: the same scenes without it
+    cued = make_scenes(90, image_size=32, seed=4, background_cue=cue)
+    assert torch.equal(cued.background_classes, cued.labels)
+    assert torch.equal(cued.object_masks, plain.object_masks) and torch.equal(cued.labels, plain.labels)
+    objects = cued.object_masks[:, None].expand(-1, 3, -1, -1)
+    assert torch.equal(cued.images[objects], plain.images[objects])  # the object carries no trace of it
+    difference = cued.images - plain.images
+    # the tint's length in RGB; the stripes' amplitude (the same in every channel)
+    shift = difference.norm(dim=1) if cue == "colour" else difference[:, 0].abs()
+    shift = shift[~cued.object_masks]
+    strength = DEFAULT_STRENGTH[cue]
+    assert shift.max() <= strength + 1e-5 and shift.max() > 0.9 * strength
+
+
+def test_colour_cue_is_one_tint_per_class_on_the_whole_background():
+    plain = make_scenes(60, image_size=32, seed=4)
+    cued = make_scenes(60, image_size=32, seed=4, background_cue="colour")
+    expected = cue_field("colour", cued.labels, torch.zeros(60), 3, 32, DEFAULT_STRENGTH["colour"])
+    background = ~cued.object_masks[:, None].expand(-1, 3, -1, -1)
+    difference = cued.images - plain.images
+    assert torch.allclose(difference[background], expected.expand_as(difference)[background], atol=1e-5)
+
+
+def test_colour_cue_tints_each_class_its_own_hue_at_constant_brightness():
+    plain = make_scenes(300, image_size=32, seed=5)
+    cued = make_scenes(300, image_size=32, seed=5, background_cue="colour", background_strength=0.1)
+    background = ~cued.object_masks[:, None].expand(-1, 3, -1, -1)
+    tint = ((cued.images - plain.images) * background).sum(dim=(2, 3)) / background.sum(dim=(2, 3))  # [N, 3]
+    assert torch.allclose(tint, 0.1 * tint_directions(3)[cued.labels], atol=1e-5)
+    assert tint.sum(dim=1).abs().max() < 1e-5  # hue, not brightness
+
+
+def test_texture_cue_has_the_orientation_of_its_class():
+    cued = make_scenes(30, image_size=32, seed=6, background_cue="texture", background_strength=0.1)
+    plain = make_scenes(30, image_size=32, seed=6)
+    stripes = (cued.images - plain.images)[:, 0]
+    for i in range(30):
+        background = ~cued.object_masks[i]
+        along_columns = (stripes[i, 1:] - stripes[i, :-1]).abs()[background[1:] & background[:-1]].mean()
+        along_rows = (
+            (stripes[i, :, 1:] - stripes[i, :, :-1]).abs()[background[:, 1:] & background[:, :-1]].mean()
+        )
+        if cued.labels[i] == 0:  # 0 degrees: vertical stripes, constant down each column
+            assert along_columns < 1e-5 < along_rows
+        else:  # 60 and 120 degrees: they change both ways
+            assert along_columns > 0.01 and along_rows > 0.01
+
+
+@pytest.mark.parametrize("cue", BACKGROUND_CUES)
+def test_background_cue_moved_to_other_classes_follows_the_correlation(cue):
+    moved = make_scenes(3000, image_size=24, seed=7, background_cue=cue, background_correlation=0.0)
+    assert not (moved.background_classes == moved.labels).any()
+    assert (moved.background_classes >= 0).all() and (moved.background_classes < 3).all()
+    for label in range(3):  # the other two classes equally often
+        others = moved.background_classes[moved.labels == label]
+        assert abs((others == (label + 1) % 3).float().mean().item() - 0.5) < 0.05
+    cued = make_scenes(3000, image_size=24, seed=7, background_cue=cue)
+    assert torch.equal(moved.object_masks, cued.object_masks)  # the same scenes, the cue moved
+    partly = make_scenes(3000, image_size=24, seed=7, background_cue=cue, background_correlation=0.8)
+    assert abs((partly.background_classes == partly.labels).float().mean().item() - 0.8) < 0.03
+
+
+def test_probe_without_spurious_annotations_keeps_images_and_objects():
+    scenes = make_scenes(9, watermark="correlated", seed=13)
+    annotated, bare = scenes.to_probe(), scenes.to_probe(spurious=False)
+    assert annotated.has_spurious and not bare.has_spurious
+    (full,) = annotated.batches(9)
+    (objects_only,) = bare.batches(9)
+    assert torch.equal(full.images, objects_only.images) and torch.equal(full.regions, objects_only.regions)
+    assert not objects_only.has_spurious.any()
+
+
+def test_without_watermark_keeps_the_background_cue():
+    scenes = make_scenes(6, watermark="random", background_cue="colour", seed=2)
+    assert torch.equal(scenes.without_watermark().background_classes, scenes.labels)
 
 
 def test_thousand_scenes_are_fast():

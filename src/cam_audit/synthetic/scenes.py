@@ -1,13 +1,18 @@
-"""Synthetic scenes with exact object masks and an optional watermark shortcut.
+"""Synthetic scenes with exact object masks and an optional watermark or background shortcut.
 
 Each scene has a smooth random-colour background, one object whose *shape* is the class (its colour,
 size and position are random and carry no label information) and, optionally, a small high-contrast
 striped "text tag" in a corner. When the tag's corner follows the label (``watermark="correlated"``) a
-small CNN learns the tag long before the shape, which is the shortcut cam_audit should catch.
+small CNN learns the tag long before the shape, which is the shortcut cam_audit should catch. A cue that
+no box can mark is the background itself: with ``background_cue`` the background gets a class-specific
+tint or stripe texture (:mod:`cam_audit.synthetic.backgrounds`).
 
 Corners are numbered 0 = top-left, 1 = top-right, 2 = bottom-left, 3 = bottom-right. Everything is
 generated with one ``torch.Generator`` seeded by ``seed``; the background is drawn first, so scenes of
-the same seed share their backgrounds and labels whatever the watermark mode.
+the same seed share their backgrounds and labels whatever the watermark mode. The background cue's
+numbers are drawn last, and only when it is on, so the same seed gives the same scenes with the cue,
+without it (``background_cue="none"``: the cue removed) and with every cue of another class
+(``background_correlation=0``: the cue moved).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from cam_audit.errors import CamAuditError, check_choice
+from cam_audit.synthetic.backgrounds import BackgroundCue, add_background_cue, check_background
 
 if TYPE_CHECKING:
     from cam_audit.probe.probeset import ProbeSet
@@ -48,6 +54,8 @@ class SceneData:
         watermark_masks: bool ``[N, H, W]``, the tag's pixels (all ``False`` where there is no tag).
         watermark_boxes: float ``[N, 4]``, xyxy box of each tag (zeros where there is none).
         has_watermark: bool ``[N]``.
+        background_classes: long ``[N]``, the class whose background cue each scene carries (its label,
+            or another class's where the cue was moved), ``-1`` where the background has no cue.
         num_classes: number of classes the scenes were drawn from.
         tag_background: float ``[N, 3, h, w]``, the background pixels each tag covers (zeros where none);
             :meth:`without_watermark` puts them back.
@@ -60,6 +68,7 @@ class SceneData:
     watermark_masks: Tensor
     watermark_boxes: Tensor
     has_watermark: Tensor
+    background_classes: Tensor
     num_classes: int
     tag_background: Tensor = field(repr=False)
 
@@ -70,20 +79,24 @@ class SceneData:
         """``TensorDataset(images, labels)`` for training."""
         return TensorDataset(self.images, self.labels)
 
-    def to_probe(self, classes: Sequence[str] | None = None) -> ProbeSet:
+    def to_probe(self, classes: Sequence[str] | None = None, spurious: bool = True) -> ProbeSet:
         """A :class:`ProbeSet` with the object boxes and masks, and the tag as a spurious box and mask.
 
         Args:
             classes: class names; default ``CLASS_NAMES[:num_classes]``.
+            spurious: annotate the tags; ``False`` gives a probe of object regions only, as a user who
+                never marked the cue has (the tags are still in the images).
 
         Example:
             >>> probe = make_scenes(4, watermark="random").to_probe()
             >>> probe.classes, probe.has_spurious
             (['disc', 'square', 'triangle'], True)
+            >>> make_scenes(4, watermark="random").to_probe(spurious=False).has_spurious
+            False
         """
         from cam_audit.probe.probeset import ProbeSet
 
-        has = [int(flag) for flag in self.has_watermark.tolist()]
+        has = [int(flag) if spurious else 0 for flag in self.has_watermark.tolist()]
         return ProbeSet.from_tensors(
             self.images,
             self.labels,
@@ -120,6 +133,7 @@ class SceneData:
             watermark_masks=torch.zeros_like(self.watermark_masks),
             watermark_boxes=torch.zeros_like(self.watermark_boxes),
             has_watermark=torch.zeros_like(self.has_watermark),
+            background_classes=self.background_classes.clone(),
             num_classes=self.num_classes,
             tag_background=torch.zeros_like(self.tag_background),
         )
@@ -134,6 +148,9 @@ def make_scenes(
     correlation: float = 1.0,
     cue_classes: Sequence[int] | None = None,
     seed: int = 0,
+    background_cue: BackgroundCue = "none",
+    background_correlation: float = 1.0,
+    background_strength: float | None = None,
 ) -> SceneData:
     """Draw ``n`` synthetic scenes (deterministic given ``seed``; 1,000 scenes of 64x64 take about a second).
 
@@ -149,6 +166,13 @@ def make_scenes(
         cue_classes: with ``"correlated"``, put a tag ONLY on images of these classes, with probability
             ``correlation``, in a random corner: presence, not position, is the cue.
         seed: seed of the generator.
+        background_cue: ``"none"``; ``"colour"``: a class-specific tint over the whole background;
+            ``"texture"``: class-specific low-contrast stripes (orientation ``180 * k / K`` degrees) over
+            it. The object's pixels never carry the cue.
+        background_correlation: probability that the background cue is the label's; otherwise it is a
+            random other class's (``0``: every cue moved to another class).
+        background_strength: the tint's RGB length or the stripes' amplitude; default
+            :data:`~cam_audit.synthetic.backgrounds.DEFAULT_STRENGTH` of the cue.
 
     Returns:
         :class:`SceneData`. The object never overlaps the tag.
@@ -164,6 +188,7 @@ def make_scenes(
         False
     """
     _check_arguments(n, num_classes, image_size, watermark, correlation, cue_classes)
+    check_background(background_cue, background_correlation, background_strength)
     size = image_size
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 5, 5, generator=generator)
@@ -186,7 +211,15 @@ def make_scenes(
     origin = _place_objects(side, size, tag_boxes, has_tag, generator)
     object_masks = _draw_shapes(labels, origin, side, size)
     object_boxes = _tight_boxes(object_masks)
-
+    background, background_classes = add_background_cue(
+        background,
+        labels,
+        num_classes,
+        background_cue,
+        background_correlation,
+        background_strength,
+        generator,
+    )
     images = (
         torch.where(object_masks[:, None], colour[:, :, None, None], background).add_(noise).clamp_(0.0, 1.0)
     )
@@ -208,6 +241,7 @@ def make_scenes(
         watermark_masks=tag_masks,
         watermark_boxes=tag_boxes,
         has_watermark=has_tag,
+        background_classes=background_classes,
         num_classes=num_classes,
         tag_background=tag_background.permute(0, 3, 1, 2).contiguous(),
     )
@@ -340,4 +374,4 @@ def _tight_boxes(masks: Tensor) -> Tensor:
     return torch.stack([x_min, y_min, x_max, y_max], dim=1).to(torch.float32)
 
 
-__all__ = ["CLASS_NAMES", "SceneData", "WatermarkMode", "make_scenes"]
+__all__ = ["CLASS_NAMES", "BackgroundCue", "SceneData", "WatermarkMode", "make_scenes"]

@@ -60,17 +60,21 @@ _MARGIN_COLUMNS = (
 
 def evidence_kind(finding: Finding) -> str:
     """What a finding rests on: ``"history"`` for a fall from the run's best ``focus_lift`` (it needs the
-    earlier audits), else the evidence kind of the score its rule reads (:mod:`cam_audit.keys`).
+    earlier audits), ``"discovery"`` for a confirmed cue (it reads the cue table, not a score), else the
+    evidence kind of the score its rule reads (:mod:`cam_audit.keys`).
 
     >>> paste = Finding("max_paste_rate", "cf_paste_rate", 0.8, 0.2, "probe", "pasted tags decide")
     >>> drop = Finding("max_focus_drop", "focus_lift", 0.4, 0.3, "probe", "focus_lift fell 40%")
-    >>> evidence_kind(paste), evidence_kind(drop)
-    ('counterfactual', 'history')
+    >>> cue = Finding("min_cue_excess", "cue", 0.6, 0.3, "disc", "class 'disc' relies on a cue")
+    >>> evidence_kind(paste), evidence_kind(drop), evidence_kind(cue)
+    ('counterfactual', 'history', 'discovery')
     """
     if finding.rule == "max_focus_drop":
         return "history"
     if finding.rule == "inconclusive":
         return "no evidence"
+    if finding.rule == "min_cue_excess":
+        return "discovery"
     return score(finding.metric).evidence
 
 

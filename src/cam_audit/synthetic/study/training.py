@@ -22,6 +22,7 @@ from torch import nn
 
 from cam_audit.probe import ProbeSet
 from cam_audit.report import AuditReport, ShortcutPolicy
+from cam_audit.synthetic.backgrounds import BackgroundCue
 from cam_audit.synthetic.model import Pool, SceneNet, accuracy, train_epochs
 from cam_audit.synthetic.scenes import SceneData, make_scenes
 
@@ -45,27 +46,48 @@ class Auditor(Protocol):
 
 @dataclass(frozen=True)
 class Condition:
-    """How the training scenes carry (or do not carry) the watermark cue.
+    """How the training scenes carry (or do not carry) the watermark or background cue.
 
     Attributes:
         name: the label printed in the tables.
         watermark: ``make_scenes``'s watermark mode.
-        correlation: share of training images whose tag follows the label.
+        correlation: share of training images whose cue (the tag, or the background) follows the label.
         cue_classes: classes that carry the tag (presence cue), or None for the corner cue.
+        background: ``make_scenes``'s ``background_cue``: a class-specific tint (``"colour"``) or stripe
+            texture (``"texture"``) of the background is the cue; such a condition has no tag.
     """
 
     name: str
     watermark: Literal["none", "random", "correlated"]
     correlation: float = 1.0
     cue_classes: tuple[int, ...] | None = None
+    background: BackgroundCue = "none"
 
     @property
     def clean(self) -> bool:
-        return self.watermark != "correlated"
+        return self.watermark != "correlated" and self.background == "none"
+
+    @property
+    def cue(self) -> str:
+        """What carries the label besides the shape: ``"corner"``, ``"presence"`` (of a tag on some
+        classes), ``"colour"``, ``"texture"`` or ``"none"``."""
+        if self.background != "none":
+            return self.background
+        if self.watermark != "correlated":
+            return "none"
+        return "corner" if self.cue_classes is None else "presence"
 
     def scenes(self, n: int, seed: int, image_size: int) -> SceneData:
         """Scenes from this condition's training distribution (``clean-none``: tags in random corners,
-        so the probe and the moved-cue test still show the model a tag)."""
+        so the probe and the moved-cue test still show the model a tag; a background condition: no tag)."""
+        if self.background != "none":
+            return make_scenes(
+                n,
+                image_size=image_size,
+                seed=seed,
+                background_cue=self.background,
+                background_correlation=self.correlation,
+            )
         watermark = "random" if self.watermark == "none" else self.watermark
         return make_scenes(
             n,
@@ -78,13 +100,29 @@ class Condition:
 
     def seen_scenes(self, n: int, seed: int, image_size: int) -> SceneData:
         """Held-out scenes as the model met them in training (``clean-none``: without tags)."""
-        if self.watermark == "none":
+        if self.watermark == "none" and self.background == "none":
             return make_scenes(n, image_size=image_size, watermark="none", seed=seed)
         return self.scenes(n, seed, image_size)
 
+    def removed_scenes(self, n: int, seed: int, image_size: int) -> SceneData:
+        """:meth:`seen_scenes` of the same seed without the cue: every tag replaced by the background it
+        covered, or the background without its tint or texture (the same scenes otherwise)."""
+        if self.background != "none":
+            return make_scenes(n, image_size=image_size, seed=seed)
+        return self.seen_scenes(n, seed, image_size).without_watermark()
+
     def moved_scenes(self, n: int, seed: int, image_size: int) -> SceneData:
-        """Scenes where the cue lies: every tag in another class's corner (corner cue), or a tag on every
-        class (presence cue); a tag in a random corner for the clean controls."""
+        """Scenes where the cue lies: every tag in another class's corner (corner cue), a tag on every
+        class (presence cue), or every object on another class's background (background cue); a tag in a
+        random corner for the clean controls."""
+        if self.background != "none":
+            return make_scenes(
+                n,
+                image_size=image_size,
+                seed=seed,
+                background_cue=self.background,
+                background_correlation=0.0,
+            )
         if self.watermark == "correlated" and self.cue_classes is None:
             return make_scenes(n, image_size=image_size, watermark="correlated", correlation=0.0, seed=seed)
         return make_scenes(n, image_size=image_size, watermark="random", seed=seed)
@@ -169,6 +207,30 @@ class StudySettings:
         return {k: getattr(self, k) for k in ("epochs", "n_train", "image_size", "width", "n_probe")}
 
 
+def train_model(condition: Condition, pool: Pool, seed: int, settings: StudySettings) -> Iterator[SceneNet]:
+    """Train the study's model of ``condition``, ``pool`` and ``seed``, yielding it after every epoch.
+
+    The training scenes, the initial weights and the batch order depend on ``seed`` alone, so two
+    studies train the same model for the same condition, pool and seed.
+    """
+    train = condition.seen_scenes(settings.n_train, seed, settings.image_size)  # the training distribution
+    torch.manual_seed(seed)
+    model = SceneNet(num_classes=3, width=settings.width, pool=pool)
+    for _ in train_epochs(model, train, settings.epochs, settings.batch_size, seed):
+        yield model
+
+
+def behaviour(model: nn.Module, condition: Condition, seed: int, settings: StudySettings) -> dict[str, float]:
+    """Accuracy on held-out scenes with the cue (``acc_cue``), with it removed (``acc_removed``, the same
+    scenes) and with it moved (``acc_moved``)."""
+    size, n = settings.image_size, settings.n_test
+    return {
+        "acc_cue": accuracy(model, condition.seen_scenes(n, seed + 30_000, size)),
+        "acc_removed": accuracy(model, condition.removed_scenes(n, seed + 30_000, size)),
+        "acc_moved": accuracy(model, condition.moved_scenes(n, seed + 40_000, size)),
+    }
+
+
 def measure(
     condition: Condition, pool: Pool, seed: int, settings: StudySettings, audit: Auditor
 ) -> AuditReport:
@@ -178,29 +240,21 @@ def measure(
         The final audit's report; its ``meta`` also carries the condition, the accuracies and the best
         ``focus_lift`` of the earlier epochs' audits.
     """
-    size = settings.image_size
-    train = condition.seen_scenes(settings.n_train, seed, size)  # the training distribution itself
-    probe = condition.scenes(settings.n_probe, seed + 20_000, size).to_probe()
-    torch.manual_seed(seed)
-    model = SceneNet(num_classes=3, width=settings.width, pool=pool)
+    probe = condition.scenes(settings.n_probe, seed + 20_000, settings.image_size).to_probe()
     policy = ShortcutPolicy()
     history: list[float] = []
-    for epoch in train_epochs(model, train, settings.epochs, settings.batch_size, seed):
+    for epoch, model in enumerate(train_model(condition, pool, seed, settings)):
         if epoch < settings.epochs - 1:  # the last epoch's audit is the full one below
             focus = audit(model, probe, target_layer=TARGET_LAYER, policy=policy, counterfactual=False)
             history.append(focus.summary["focus_lift"])
     report = audit(model, probe, target_layer=TARGET_LAYER, policy=policy, counterfactual=True)
-    test = condition.seen_scenes(settings.n_test, seed + 30_000, size)
-    moved = condition.moved_scenes(settings.n_test, seed + 40_000, size)
     report.meta.update(
         condition=condition.name,
         clean=condition.clean,
         pool=pool,
         seed=seed,
         best_focus_lift=max((h for h in history if not math.isnan(h)), default=None),
-        acc_cue=accuracy(model, test),
-        acc_removed=accuracy(model, test.without_watermark()),
-        acc_moved=accuracy(model, moved),
+        **behaviour(model, condition, seed, settings),
     )
     return report
 
@@ -244,9 +298,11 @@ __all__ = [
     "Auditor",
     "Condition",
     "StudySettings",
+    "behaviour",
     "conditions",
     "measure",
     "report_file",
     "saved_reports",
+    "train_model",
     "train_study",
 ]
