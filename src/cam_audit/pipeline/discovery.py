@@ -214,10 +214,9 @@ def discover(
     return Discovered(table, cue_of, backgrounds, pairs, spots)
 
 
-#: Most spots of one cue that are tested (the strongest): enough to confirm a clear cue (14 of 16 flips
-#: against none of the controls gives p = 6e-5), and a bound on the cost of a class with many weak
-#: candidates.
-MAX_TESTED = 16
+#: Most spots of one cue that are tested (the strongest): enough to confirm a clear cue, and a bound on
+#: the cost of a class with many candidates in a large probe.
+MAX_TESTED = 32
 
 
 def _tested(members: pd.DataFrame, min_samples: int) -> pd.DataFrame:
@@ -337,7 +336,7 @@ def cue_partners(members: pd.DataFrame, frame: pd.DataFrame, multilabel: bool = 
 
 #: Most samples whose objects are moved onto other backgrounds (evenly spread over the probe): ``bg_gap``
 #: is a mean of paired differences, and its noise falls slowly beyond this many pairs.
-MAX_SWAPS = 64
+MAX_SWAPS = 256
 
 
 def background_partners(frame: pd.DataFrame, limit: int = MAX_SWAPS) -> dict[int, tuple[int, int]]:
