@@ -70,20 +70,24 @@ class SceneData:
         """``TensorDataset(images, labels)`` for training."""
         return TensorDataset(self.images, self.labels)
 
-    def to_probe(self, classes: Sequence[str] | None = None) -> ProbeSet:
+    def to_probe(self, classes: Sequence[str] | None = None, annotate_watermark: bool = True) -> ProbeSet:
         """A :class:`ProbeSet` with the object boxes and masks, and the tag as a spurious box and mask.
 
         Args:
             classes: class names; default ``CLASS_NAMES[:num_classes]``.
+            annotate_watermark: mark the tag as a spurious region; False gives the object regions only,
+                as a probe whose shortcut nobody annotated (the tag stays in the images).
 
         Example:
             >>> probe = make_scenes(4, watermark="random").to_probe()
             >>> probe.classes, probe.has_spurious
             (['disc', 'square', 'triangle'], True)
+            >>> make_scenes(4, watermark="random").to_probe(annotate_watermark=False).has_spurious
+            False
         """
         from cam_audit.probe.probeset import ProbeSet
 
-        has = [int(flag) for flag in self.has_watermark.tolist()]
+        has = [int(flag) if annotate_watermark else 0 for flag in self.has_watermark.tolist()]
         return ProbeSet.from_tensors(
             self.images,
             self.labels,
