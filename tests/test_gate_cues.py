@@ -15,8 +15,8 @@ from helpers.cues import cue_row, cue_table, discovery_report
 #: filling the cue flips 16 of 20 decisions, its control none: an excess of 0.8, p about 1.5e-5
 STRONG = cue_row(0, "disc", 0, fill=(16, 0, 20))
 #: pasting this one moves 14 of 30 images of other classes to 'square', its control 1: an excess of 0.43
-MODEST = cue_row(1, "square", 1, fill=(0, 0, 30), paste=(14, 1, 30), where="bottom-right corner, about 6x6 px",
-                 box=(56.0, 56.0, 62.0, 62.0))  # fmt: skip
+MODEST = cue_row(1, "square", 1, fill=(0, 0, 30), paste=(14, 1, 30),
+                 where="bottom-right corner, about 6x6 px", box=(56.0, 56.0, 62.0, 62.0))  # fmt: skip
 #: as large as the modest one but its control moves as often: never confirmed
 CONTROLLED = cue_row(2, "triangle", 2, fill=(5, 5, 20), where="centre, about 9x9 px")
 
@@ -54,8 +54,8 @@ def test_max_bg_gap_fails_and_is_overridden_on_the_command_line(tmp_path, capsys
     assert main(["gate", str(report)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == (
-        "  max_bg_gap: bg_gap 0.50 > 0.20: the objects are recognised 95% of the time on backgrounds of their "
-        "own class and 45% on backgrounds of another class"
+        "  max_bg_gap: bg_gap 0.50 > 0.20: the objects are recognised 95% of the time on backgrounds of "
+        "their own class and 45% on backgrounds of another class"
     )
     assert main(["gate", str(report), "--max-bg-gap", "0.6"]) == 0
     assert main(["gate", str(report), "--max-bg-gap", "0.4"]) == 1

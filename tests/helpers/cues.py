@@ -26,9 +26,11 @@ def cue_row(
     box: tuple[float, float, float, float] = (0.0, 0.0, 8.0, 8.0),
 ) -> dict[str, Any]:
     """One row of a cue table; ``fill`` and ``paste`` are ``(only, control_only, pairs tested)``."""
+    corners = dict(zip(("x_min", "y_min", "x_max", "y_max"), box, strict=True))
     row: dict[str, Any] = {"cue": number, "class": name, "label": label, "n_samples": n_samples,
-                           "where": where, **dict(zip(("x_min", "y_min", "x_max", "y_max"), box, strict=True))}
-    for prefix, rate, (only, control_only, n) in (("fill", "flip_rate", fill), ("paste", "paste_rate", paste)):
+                           "where": where, **corners}  # fmt: skip
+    tests = (("fill", "flip_rate", fill), ("paste", "paste_rate", paste))
+    for prefix, rate, (only, control_only, n) in tests:
         row[f"n_{prefix}"], row[f"{prefix}_only"], row[f"control_{prefix}_only"] = n, only, control_only
         row[rate] = only / n if n else math.nan
         row[f"control_{rate}"] = control_only / n if n else math.nan
@@ -60,7 +62,7 @@ def discovery_report(
     cues = cues.assign(confirmed=policy.confirmed(cues))
     summary = discovery_summary(bg_gap, len(cues), int(cues["confirmed"].sum()))
     samples = pd.DataFrame({"index": [0, 1], "sample_id": ["a.png", "b.png"], "label": [0, 1],
-                            "focus": [0.5, 0.7]})  # fmt: skip
+                            "focus": [0.5, 0.7], "focus_lift": [2.5, 3.5]})  # fmt: skip
     per_class = pd.DataFrame()
     verdict = policy.evaluate(summary, per_class, cues=cues)
     meta = {"discover": True, "model_class": "SceneNet", "task": "multiclass"}
