@@ -30,11 +30,12 @@ Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 #: How much more than its estimate an audit not yet measured is priced at.
 ESTIMATE_MARGIN = 1.5
-#: What discovery adds to a full audit, in engine times over the probe (forward and backward): about six
-#: forwards of the probe (fill and control fill, paste and control paste of the tested spots, each object
-#: on a background of its own class and of another), each forward a third to a half of an engine call,
-#: plus the grouping of the spots and the gallery. The scene CNN measured 2 to 9 engine times.
-DISCOVERY_ENGINE_TIMES = 6.0
+#: What discovery adds to a full audit, in engine times over the probe (forward and backward): six
+#: forwards of up to the whole probe (fill and control fill, paste and control paste of the tested spots,
+#: each object on a background of its own class and of another), on batches twice the audit's, plus the
+#: search for control places, the grouping of the spots and the gallery, which cost as much again on a
+#: small model. Too high a price only delays an audit; too low a one overspends the budget.
+DISCOVERY_ENGINE_TIMES = 8.0
 
 
 @dataclass(frozen=True)
