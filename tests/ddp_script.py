@@ -2,14 +2,16 @@
 
 Lightning's "ddp" starts the other rank by running this file again, so it must be a script. Usage::
 
-    python tests/ddp_script.py OUT_DIR [--fail-on-rank R] [--max-overhead X]
+    python tests/ddp_script.py OUT_DIR [--fail-on-rank R] [--max-overhead X] [--discover]
 
 Each rank writes ``OUT_DIR/rank<R>.json`` with the values it logged and the callback's history, and its
 last report to ``OUT_DIR/report_rank<R>.json``; rank 0 also saves the final weights to
 ``OUT_DIR/weights.pt`` for a single-process audit to compare against.
 With ``--fail-on-rank R`` the model raises during the audit's forward on rank R only (a rank-local
 failure), and each rank records the error it ended with instead. With ``--max-overhead X`` the callback
-has that budget, and each rank records the budget's decisions.
+has that budget, and each rank records the budget's decisions. With ``--discover`` the callback looks for
+cues nobody annotated on 64-pixel scenes whose tag is not marked (:data:`DISCOVER_SEED`), trained on
+64-pixel scenes.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cam_audit import CamAudit  # noqa: E402
+from cam_audit import CamAudit, ShortcutPolicy  # noqa: E402
 from helpers.models import NoisyClassifier  # noqa: E402
-from helpers.probes import tiny_probe  # noqa: E402
+from helpers.probes import tiny_probe, unannotated_probe  # noqa: E402
 from helpers.trainers import make_trainer, tiny_data  # noqa: E402
 from test_happy_path_warnings import ours  # noqa: E402
 
 PROBE_SIZE = 13  # batches of 4: rank 0 audits batches 0 and 2 (8 samples), rank 1 batches 1 and 3 (5)
 BATCH_SIZE = 4
+DISCOVER_SEED = 5  # the unannotated probe of --discover: 13 scenes of 64 pixels
+#: with --discover: cues of 3 samples are tested, so a short fit has galleries to draw
+DISCOVER_POLICY = ShortcutPolicy(min_cue_samples=3)
 
 
 class FailsOnOneRank(NoisyClassifier):
@@ -64,17 +69,20 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--fail-on-rank", type=int, default=None)
     parser.add_argument("--max-overhead", type=float, default=None)
+    parser.add_argument("--discover", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     pl.seed_everything(0, workers=True)
     model = NoisyClassifier() if args.fail_on_rank is None else FailsOnOneRank(args.fail_on_rank)
     audit = CamAudit(
-        tiny_probe(PROBE_SIZE),
+        unannotated_probe(PROBE_SIZE, seed=DISCOVER_SEED) if args.discover else tiny_probe(PROBE_SIZE),
         target_layer="features",
         batch_size=BATCH_SIZE,
         max_images=4,
         max_overhead=args.max_overhead,
+        discover=args.discover,
+        policy=DISCOVER_POLICY if args.discover else None,
     )
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", monitor="cam_audit/focus_lift", mode="max")
     trainer = make_trainer(
@@ -90,7 +98,7 @@ def main() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            trainer.fit(model, datamodule=tiny_data(batch_size=8))
+            trainer.fit(model, datamodule=tiny_data(batch_size=8, image_size=64 if args.discover else 32))
         except Exception as exc:  # recorded for the test, which decides what was expected
             error = f"{type(exc).__name__}: {exc}"
     rank = trainer.global_rank

@@ -118,6 +118,19 @@ def test_a_cheap_audit_prices_a_full_one_at_two_more_forwards():
     assert (prices.cheap, prices.full) == pytest.approx((1.0, 1.8))
 
 
+def test_discovery_is_priced_into_the_full_audit_and_out_of_the_cheap_one():
+    prices = AuditPrices(discover=True)
+    prices.estimate_from_batch(0.4, 2)  # the engine: 0.8 s an audit; discovery adds eight engine times
+    assert (prices.cheap, prices.full) == pytest.approx((1.2, 1.2 + 10 * 0.8))
+    report = _report(6.5, 0.5, 1.0)
+    report.meta["discovery_seconds"] = 4.0
+    prices.record("full", 7.0, report)  # less the counterfactual tests and discovery: 2.0
+    assert (prices.full, prices.cheap) == pytest.approx((7.0, 2.0))
+    fresh = AuditPrices(discover=True)
+    fresh.record("cheap", 1.0, _report(0.9, 0.4, 0.0))
+    assert fresh.full == pytest.approx(1.0 + 10 * 0.4)
+
+
 # ---------------------------------------------------------------- the clock
 
 

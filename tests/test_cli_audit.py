@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,7 @@ from cam_audit import audit
 from cam_audit.cli import main
 from cam_audit.lightning.scenes import SceneClassifier, SceneDataModule
 from cam_audit.pipeline import model_fingerprint
+from cam_audit.render import png_bytes
 from cam_audit.report import AuditReport, ShortcutPolicy
 from cam_audit.report.policy import RULE_HELP
 from cam_audit.synthetic import SyntheticProbe
@@ -151,3 +154,40 @@ def test_ckpt_flag_overrides_the_config_and_a_plain_module_loads_a_state_dict(tm
     assert report.meta["checkpoint"] == str(weights)
     assert report.meta["model_fingerprint"] == model_fingerprint(model)
     assert math.isnan(report.summary["cf_flip_rate"])  # counterfactual: false was honoured
+
+
+def test_discover_writes_a_gallery_per_tested_cue_and_the_page_shows_them(tmp_path, trained, capsys):
+    model, checkpoint = trained
+    probe, policy = {**PROBE, "n": 24}, {"min_focus_lift": 1.0, "min_cue_samples": 3}
+    config = _config(tmp_path, checkpoint, probe={"class_path": SYNTHETIC, "init_args": probe},
+                     policy=policy, discover=True)  # fmt: skip
+    out = tmp_path / "out"
+    code = main(["audit", "--config", str(config), "--out", str(out)])
+    report = AuditReport.from_json(out / "report.json")
+    assert code == (0 if report.passed else 1) and report.meta["discover"] is True
+
+    # the same cues and galleries as audit() in Python; a gallery for each cue whose tests ran
+    galleries = {}
+    direct = audit(model, SyntheticProbe(**probe).load(), target_layer="features", batch_size=5,
+                   policy=ShortcutPolicy(**policy), discover=True,
+                   on_cues=lambda cues, drawn: galleries.update(drawn))  # fmt: skip
+    pd.testing.assert_frame_equal(report.cues, direct.cues)
+    tested = report.cues.loc[report.cues["n_fill"] > 0, "cue"].tolist()
+    assert tested and sorted(galleries) == tested
+    written = sorted((out / "cues").glob("*.png"))
+    assert [p.name for p in written] == [f"cue_{n}.png" for n in tested]
+    assert all((out / "cues" / f"cue_{n}.png").read_bytes() == png_bytes(galleries[n]) for n in tested)
+
+    page = (out / "index.html").read_text()
+    section = page.split("<h2>Cues found</h2>")[1].split("<h2>")[0]
+    assert section.count('<div class="cue">') == len(report.cues)
+    shown = [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', section)]
+    assert sorted(shown) == sorted(p.read_bytes() for p in written)
+    assert f"bg_gap {report.summary['bg_gap']:.3f}" in section
+
+    printed = capsys.readouterr().out.splitlines()
+    confirmed = int(report.cues["confirmed"].sum())
+    found = f"  discovery: {len(report.cues)} candidate cue(s) off the object, {confirmed} confirmed"
+    assert any(line.startswith(found) and line.endswith(f"bg_gap {report.summary['bg_gap']:.3f}")
+               for line in printed)  # fmt: skip
+    assert f"cues:     {out / 'cues'}" in printed

@@ -49,8 +49,24 @@ def test_demo_config_builds_trainer_with_the_audit_and_a_checkpoint_on_focus_lif
     declared = SyntheticProbe(n=96, watermark="correlated", seed=20000)
     assert audit.probe.fingerprint() == declared.load().fingerprint()
     assert audit.policy == ShortcutPolicy()  # the config spells out the defaults
+    assert audit.discover is False
     monitors = [c.monitor for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)]
     assert "cam_audit/focus_lift" in monitors
+
+
+def test_demo_config_switches_discovery_on_and_checks_its_type(tmp_path, capsys):
+    def discover(value):
+        def edit(data):
+            data["trainer"]["callbacks"][0]["init_args"]["discover"] = value
+
+        return edit
+
+    cli = _lightning_cli(_with(CONFIGS / "demo.yaml", tmp_path, discover(True)))
+    (audit,) = [c for c in cli.trainer.callbacks if isinstance(c, CamAudit)]
+    assert audit.discover is True and audit.budget is None
+    with pytest.raises(SystemExit) as stop:
+        _lightning_cli(_with(CONFIGS / "demo.yaml", tmp_path, discover("sometimes")))
+    assert stop.value.code == 2 and "discover" in capsys.readouterr().err
 
 
 def test_demo_config_typo_fails_at_parse_time(tmp_path, capsys):

@@ -23,7 +23,7 @@ from cam_audit.keys import PER_CLASS_LOGGED_KEYS, SCORES
 from cam_audit.lightning import CamAudit
 from cam_audit.report import AuditReport
 from helpers.models import NoisyClassifier
-from helpers.probes import tiny_probe
+from helpers.probes import tiny_probe, unannotated_probe
 
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 TIMEOUT_S = 400  # a deadlock fails the test instead of hanging the suite
@@ -101,6 +101,30 @@ def test_synced_values_equal_a_single_process_audit_of_the_same_weights(ddp_fit)
             pd.testing.assert_series_equal(rows[column], expected[column], check_dtype=False, obj=column)
         for column in (entry.column for entry in SCORES if entry.per_sample):
             np.testing.assert_allclose(rows[column], expected[column], rtol=1e-5, atol=1e-7, err_msg=column)
+
+
+def test_discovery_under_ddp_finds_the_cues_of_a_single_process_audit_and_draws_them_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ddp_script import DISCOVER_POLICY, DISCOVER_SEED, PROBE_SIZE
+
+    proc, ranks = _run_ddp(tmp_path, "--discover")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    zero, one = (r["logged"] for r in ranks)
+    assert zero["cam_audit/n_cues"] == one["cam_audit/n_cues"] >= 1
+    assert _same(zero["cam_audit/bg_gap"], one["cam_audit/bg_gap"])
+    assert [r["warnings_from_cam_audit"] for r in ranks] == [[], []]
+    model = NoisyClassifier()
+    model.load_state_dict(torch.load(tmp_path / "weights.pt"))
+    probe = unannotated_probe(PROBE_SIZE, seed=DISCOVER_SEED)
+    # other batches than the ranks' (4 each, split between them): the cues do not depend on them
+    report = audit(model, probe, target_layer="features", batch_size=5, policy=DISCOVER_POLICY, discover=True)
+    for rank in (0, 1):
+        cues = AuditReport.from_json(tmp_path / f"report_rank{rank}.json").cues
+        pd.testing.assert_frame_equal(cues, report.cues, check_exact=False, rtol=1e-6)
+    assert report.cues["n_fill"].gt(0).any()  # a cue was tested: its gallery was drawn, on rank 0 alone
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    assert len(events.Images("cam_audit/cues")) == ranks[0]["n_audits"] == 2
 
 
 def test_model_checkpoint_saves_on_the_audited_focus_lift(ddp_fit):

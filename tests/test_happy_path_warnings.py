@@ -11,10 +11,10 @@ import warnings
 from pathlib import Path
 
 import cam_audit
-from cam_audit import CamAudit, audit
+from cam_audit import CamAudit, ShortcutPolicy, audit
 from cam_audit.errors import InconclusiveWarning, ShortcutWarning
 from helpers.models import NoisyClassifier
-from helpers.probes import tiny_probe
+from helpers.probes import tiny_probe, unannotated_probe
 from helpers.trainers import make_trainer, tiny_data
 
 PACKAGE = Path(cam_audit.__file__).resolve().parent
@@ -49,6 +49,22 @@ def test_a_fit_with_the_callback_warns_nothing(tmp_path):
         warnings.simplefilter("always")
         trainer.fit(NoisyClassifier(), datamodule=tiny_data())
     assert callback.n_audits == 2
+    assert ours(caught) == []
+
+
+def test_a_fit_with_discovery_warns_nothing(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    callback = CamAudit(unannotated_probe(18, seed=5), target_layer="features", batch_size=9, max_images=4,
+                        discover=True, policy=ShortcutPolicy(min_cue_samples=3))  # fmt: skip
+    logger = TensorBoardLogger(tmp_path, name="tb", version="")  # the cue gallery is drawn for a logger
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_epochs=2, logger=logger)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(NoisyClassifier(), datamodule=tiny_data(image_size=64))
+    assert callback.n_audits == 2 and callback.last_report.meta["discover"] is True
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert callback.last_report.cues["n_fill"].gt(0).any()  # a cue was tested, so its gallery was drawn
     assert ours(caught) == []
 
 

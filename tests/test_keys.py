@@ -162,12 +162,15 @@ def test_the_demo_table_has_the_attribution_and_counterfactual_headlines_then_it
     table = summary_table([run])
     assert list(table.columns) == [
         "focus", "focus_lift", "spurious_mass", "spurious_lift", "cf_flip_rate", "cf_paste_rate",
-        "acc_with_wm", "acc_without_wm", "acc_wm_moved", "verdict",
+        "acc_with_wm", "acc_without_wm", "acc_wm_moved", "bg_gap", "cues", "verdict",
     ]
     row = table.loc["watermark"]
     for key in table.columns[:6]:
         assert row[key] == pytest.approx(audited.report.summary[key], nan_ok=True), key
     assert row["acc_without_wm"] == 0.4
+    summary = audited.report.summary
+    assert row["bg_gap"] == pytest.approx(summary["bg_gap"], nan_ok=True)
+    assert row["cues"] == f"{int(summary['n_cues_confirmed'])} of {int(summary['n_cues'])}"
 
 
 def test_verdict_text_ends_with_every_headline_key(audited):

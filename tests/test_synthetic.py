@@ -175,6 +175,17 @@ def test_to_probe_carries_objects_and_tags():
     assert scenes.to_probe(classes=["a", "b", "c"]).classes == ["a", "b", "c"]
 
 
+def test_to_probe_can_leave_the_tag_unannotated():
+    scenes = make_scenes(9, watermark="correlated", seed=13)
+    (marked,) = scenes.to_probe().batches(9)
+    unannotated = scenes.to_probe(spurious=False)
+    (batch,) = unannotated.batches(9)
+    assert not unannotated.has_spurious and not batch.spurious.any() and not batch.has_spurious.any()
+    assert torch.equal(batch.images, scenes.images)  # the tag is still in the images
+    assert torch.equal(batch.regions, marked.regions) and torch.equal(batch.labels, marked.labels)
+    assert unannotated.fingerprint() != scenes.to_probe().fingerprint()
+
+
 def test_dataset_yields_images_and_labels():
     scenes = make_scenes(5, seed=0)
     image, label = scenes.dataset()[3]

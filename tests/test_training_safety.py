@@ -7,28 +7,38 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 
-from cam_audit import CamAudit
+from cam_audit import CamAudit, ShortcutPolicy
 from helpers.models import NoisyClassifier
-from helpers.probes import tiny_probe
+from helpers.probes import tiny_probe, unannotated_probe
 from helpers.trainers import fit, make_trainer, tiny_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::cam_audit.lightning.ShortcutWarning")
 
 
-def _seeded_fit(tmp_path: Path, with_audit: bool) -> tuple[dict, dict, CamAudit | None]:
+def _seeded_fit(
+    tmp_path: Path, with_audit: bool, discover: bool = False
+) -> tuple[dict, dict, CamAudit | None]:
+    """Three epochs of the noisy model; ``discover``: on 64-pixel scenes (maps sharp enough for cues to
+    be tested), with a logger so the cue galleries are drawn too."""
     pl.seed_everything(1234, workers=True)
     model = NoisyClassifier()
     audit = None
-    if with_audit:
+    if with_audit and discover:
+        audit = CamAudit(unannotated_probe(12, seed=3), target_layer="features", batch_size=6, discover=True,
+                         max_images=2, policy=ShortcutPolicy(min_cue_samples=3))  # fmt: skip
+    elif with_audit:
         audit = CamAudit(tiny_probe(), target_layer="features", batch_size=8, log_images=False)
     trainer = fit(
         tmp_path,
         model,
         [audit] if audit is not None else [],
+        data=tiny_data(image_size=64) if discover else None,
         max_epochs=3,
         deterministic=True,
         num_sanity_val_steps=1,
+        logger=CSVLogger(tmp_path, name="csv") if discover else False,
     )
     optimizer = trainer.optimizers[0].state_dict()
     return {k: v.clone() for k, v in model.state_dict().items()}, optimizer, audit
@@ -55,6 +65,17 @@ def test_fit_with_audit_ends_bit_identical_to_fit_without(tmp_path):
     assert weights_plain.keys() == weights_audited.keys()
     for name, tensor in weights_plain.items():
         assert torch.equal(tensor, weights_audited[name]), name  # BatchNorm buffers included
+    _assert_same_optimizer_state(optimizer_plain, optimizer_audited)
+
+
+def test_fit_with_discovery_ends_bit_identical_to_fit_without(tmp_path):
+    weights_plain, optimizer_plain, _ = _seeded_fit(tmp_path / "plain", with_audit=False, discover=True)
+    weights_audited, optimizer_audited, audit = _seeded_fit(tmp_path / "audited", True, discover=True)
+
+    assert audit is not None and audit.n_audits == 3 and audit.last_report.meta["discover"] is True
+    assert list((tmp_path / "audited" / "csv").rglob("cues_epoch*.png"))  # the galleries were drawn
+    for name, tensor in weights_plain.items():
+        assert torch.equal(tensor, weights_audited[name]), name
     _assert_same_optimizer_state(optimizer_plain, optimizer_audited)
 
 

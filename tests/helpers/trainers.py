@@ -36,20 +36,29 @@ def make_trainer(tmp_path: Path, trainer_class: type = pl.Trainer, **overrides: 
     return trainer_class(**{**QUIET, "default_root_dir": tmp_path, **overrides})
 
 
-def tiny_data(n_train: int = 64, n_val: int = 16, batch_size: int = 16, seed: int = 0) -> SceneDataModule:
-    """32x32 training and validation scenes whose watermark corner follows the label."""
+def tiny_data(
+    n_train: int = 64, n_val: int = 16, batch_size: int = 16, seed: int = 0, image_size: int = IMAGE_SIZE
+) -> SceneDataModule:
+    """32x32 (or ``image_size``) training and validation scenes whose watermark corner follows the label."""
     return SceneDataModule(
         watermark="correlated",
         n_train=n_train,
         n_val=n_val,
-        image_size=IMAGE_SIZE,
+        image_size=image_size,
         batch_size=batch_size,
         seed=seed,
     )
 
 
-def fit(tmp_path: Path, model: pl.LightningModule, callbacks: list, **overrides: Any) -> pl.Trainer:
-    """Fit ``model`` on :func:`tiny_data` with a :func:`make_trainer` trainer; returns the trainer."""
+def fit(
+    tmp_path: Path,
+    model: pl.LightningModule,
+    callbacks: list,
+    data: SceneDataModule | None = None,
+    **overrides: Any,
+) -> pl.Trainer:
+    """Fit ``model`` on ``data`` (default :func:`tiny_data`) with a :func:`make_trainer` trainer; returns
+    the trainer."""
     trainer = make_trainer(tmp_path, callbacks=callbacks, **overrides)
-    trainer.fit(model, datamodule=tiny_data())
+    trainer.fit(model, datamodule=data if data is not None else tiny_data())
     return trainer

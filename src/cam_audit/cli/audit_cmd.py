@@ -13,8 +13,10 @@ when the config is parsed, so a typo fails at once. The command writes into ``--
   ``cam-audit gate``),
 - ``overlays/NNNNN.png``: each probe sample and its Grad-CAM map with the object (green) and spurious
   (magenta) outlines,
-- ``index.html``: verdict, summary, per-class table and the worst samples with their overlays, one file
-  that opens without a server.
+- ``cues/cue_<n>.png`` (with ``--discover true``): the gallery of each tested cue found off the object
+  regions: crops around its hot spot with their maps, and images of other classes it moved when pasted,
+- ``index.html``: verdict, summary, per-class table, the cues found (with ``--discover true``) and the
+  worst samples with their overlays, one file that opens without a server.
 
 Exit codes, like ``cam-audit gate``: 0 the model passes the policy, 1 it fails (each failed rule printed;
 also a model whose weights or logits are NaN or infinite), 2 bad config, arguments, checkpoint, probe,
@@ -192,12 +194,16 @@ def _audit_into(init: Any, stage: Path) -> tuple[AuditReport, Comparison | None]
     probe = init.probe.load()
     baseline, baseline_overlays = _load_baseline(init, probe)
     written: dict[int, Path] = {}
+    cue_images: dict[int, Path] = {}
     bar = _progress_bar(len(probe), init.progress)
 
     def on_batch(batch: Any, maps: Any, rows: Any) -> None:
         bar.update(len(batch))
         if init.overlays:
             written.update(_write_overlays(batch, maps, stage / "overlays", Path(init.out)))
+
+    def on_cues(cues: Any, galleries: dict[int, Any]) -> None:
+        cue_images.update(_write_galleries(galleries, stage / "cues", Path(init.out)))
 
     try:
         report = audit(
@@ -215,6 +221,7 @@ def _audit_into(init: Any, stage: Path) -> tuple[AuditReport, Comparison | None]
             fill=init.fill,
             device=init.device,
             on_batch=on_batch,
+            on_cues=on_cues,
         )
     finally:
         bar.close()
@@ -228,7 +235,7 @@ def _audit_into(init: Any, stage: Path) -> tuple[AuditReport, Comparison | None]
         report.to_json(stage / "report.json")
         report.to_csv(stage / "samples.csv")
         write_html(report, stage / "index.html", overlays=written, worst=init.worst, comparison=comparison,
-                   baseline_overlays=baseline_overlays)
+                   baseline_overlays=baseline_overlays, cue_images=cue_images)
     except OSError as err:
         raise _write_error(err, Path(init.out)) from err
     return report, comparison
@@ -289,6 +296,19 @@ def _write_overlays(batch: Any, maps: Any, folder: Path, out: Path) -> dict[int,
     return written
 
 
+def _write_galleries(galleries: dict[int, Any], folder: Path, out: Path) -> dict[int, Path]:
+    """``cue_<n>.png`` for each cue's gallery image [3, H, W], by cue number."""
+    from cam_audit.render import save_png
+
+    written = {}
+    for number, gallery in sorted(galleries.items()):
+        try:
+            written[int(number)] = save_png(gallery.detach().cpu(), folder / f"cue_{int(number)}.png")
+        except OSError as err:
+            raise _write_error(err, out) from err
+    return written
+
+
 def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -300,8 +320,22 @@ def _result_lines(report: AuditReport, out: Path, page: Path) -> list[str]:
     state = "PASS" if report.passed else f"FAIL: {len(report.verdict.findings)} rule(s) failed"
     lines = [f"{state} {report.meta.get('checkpoint')}", f"  {numbers}"]
     lines += [f"  {finding.rule}: {finding.message}" for finding in report.verdict.findings]
-    files = (f"report:   {out / 'report.json'}", f"samples:  {out / 'samples.csv'}", f"page:     {page}")
+    files = [f"report:   {out / 'report.json'}", f"samples:  {out / 'samples.csv'}", f"page:     {page}"]
+    if report.meta.get("discover"):
+        lines.append(f"  {_discovery_line(report)}")
+        if (out / "cues").is_dir():
+            files.append(f"cues:     {out / 'cues'}")
     return [*lines, *files]
+
+
+def _discovery_line(report: AuditReport) -> str:
+    """What discovery found: the cues, the confirmed ones by class and place, and ``bg_gap``."""
+    cues = report.cues
+    confirmed = cues[cues["confirmed"].astype(bool)] if len(cues) else cues
+    places = "; ".join(f"'{row['class']}' at the {row['where']}" for row in confirmed.to_dict("records"))
+    found = f"discovery: {len(cues)} candidate cue(s) off the object, {len(confirmed)} confirmed"
+    gap = report.summary.get("bg_gap", math.nan)
+    return found + (f" ({places})" if places else "") + f"; bg_gap {gap:.3f}"
 
 
 def _emit(lines: list[str]) -> None:

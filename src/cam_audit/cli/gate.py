@@ -2,9 +2,11 @@
 
 Exit codes: 0 the report passes, 1 it fails (one line per failed rule), 2 the report is unreadable or
 the arguments are bad (a one-line message, never a traceback). ``--json`` prints the decision as JSON.
-Missing evidence fails: a report whose samples could not be scored, or of a model at chance, fails with
-an ``inconclusive`` finding (exit 1); a summary value that is not a number or null, or a table of the
-wrong shape, makes the report unreadable (exit 2).
+A report of a discovery audit fails on each cue the policy confirms (``--min-cue-excess``), printed with
+its class, place and rates, and on ``bg_gap`` above ``--max-bg-gap``. Missing evidence fails: a report
+whose samples could not be scored, or of a model at chance, fails with an ``inconclusive`` finding
+(exit 1); a summary value that is not a number or null, or a table of the wrong shape, makes the report
+unreadable (exit 2).
 
 With ``--baseline CHAMPION.json`` the gate decides a promotion (see :mod:`cam_audit.report.compare`):
 exit 0 promote, 1 do not promote (each reason printed: the policy's flags, a new flag, a significant
@@ -74,8 +76,9 @@ def run_gate(args: argparse.Namespace) -> int:
     if getattr(args, "baseline", None) is not None:
         return run_promotion(report, policy, args)
     best = report.meta.get("best_focus_lift")
+    # the cue table is judged again too: --min-cue-excess decides which cues are confirmed
     verdict = policy.evaluate(
-        report.summary, report.per_class, best if isinstance(best, (int, float)) else None
+        report.summary, report.per_class, best if isinstance(best, (int, float)) else None, cues=report.cues
     )
     task = report.meta.get("task")
     shown = f" ({task})" if task else ""

@@ -30,6 +30,12 @@ Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 #: How much more than its estimate an audit not yet measured is priced at.
 ESTIMATE_MARGIN = 1.5
+#: What discovery adds to a full audit, in engine times over the probe (forward and backward): six
+#: forwards of up to the whole probe (fill and control fill, paste and control paste of the tested spots,
+#: each object on a background of its own class and of another), on batches twice the audit's, plus the
+#: search for control places, the grouping of the spots and the gallery, which cost as much again on a
+#: small model. Too high a price only delays an audit; too low a one overspends the budget.
+DISCOVERY_ENGINE_TIMES = 8.0
 
 
 @dataclass(frozen=True)
@@ -105,13 +111,19 @@ class AuditPrices:
     Before any audit an estimate comes from one probe batch timed through the engine
     (:func:`batch_price`), at the first epoch an audit is due, on the device the fit runs on. After
     an audit of one kind the other kind is estimated from it: a cheap audit is a full one less its
-    counterfactual forwards, a full one a cheap one plus two forwards (the fill and the paste test) of
-    the probe, priced by its attribution time. A measured price always replaces an estimate, and an
+    counterfactual tests and discovery, a full one a cheap one plus two forwards (the fill and the paste
+    test) of the probe, priced by its attribution time, and with ``discover`` plus
+    :data:`DISCOVERY_ENGINE_TIMES` attribution times. A measured price always replaces an estimate, and an
     estimate is quoted at :data:`ESTIMATE_MARGIN` times itself (:meth:`quote`): a price too low overspends
     the budget, one too high only delays an audit.
+
+    Args:
+        discover: the full audits also look for cues nobody annotated (``CamAudit(discover=True)``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, discover: bool = False) -> None:
+        #: engine times a full audit adds to a cheap one
+        self.full_extra = 2.0 + (DISCOVERY_ENGINE_TIMES if discover else 0.0)
         self.full: float | None = None
         self.cheap: float | None = None
         self.measured: set[str] = set()
@@ -119,11 +131,12 @@ class AuditPrices:
     def estimate_from_batch(self, seconds: float, n_batches: int) -> None:
         """Prices before any audit, from one probe batch through the engine in ``seconds``: with the
         engine's time over the ``n_batches`` an audit takes, a cheap audit half as much again (scores,
-        images and reports), a full one two engine times more (the fill and the paste forwards)."""
+        images and reports), a full one two engine times more (the fill and the paste forwards), and
+        :data:`DISCOVERY_ENGINE_TIMES` more with discovery."""
         if not self.measured:
             engine = seconds * n_batches
             self.cheap = 1.5 * engine
-            self.full = self.cheap + 2.0 * engine
+            self.full = self.cheap + self.full_extra * engine
 
     def quote(self, kind: Literal["full", "cheap"]) -> float | None:
         """The price the decision uses: the measured one, or the estimate with its margin."""
@@ -140,11 +153,12 @@ class AuditPrices:
         if kind == "full":
             self.full = seconds
             if "cheap" not in self.measured:
-                self.cheap = max(seconds - float(report.meta.get("counterfactual_seconds", 0.0)), 0.0)
+                tests = ("counterfactual_seconds", "discovery_seconds")
+                self.cheap = max(seconds - sum(float(report.meta.get(k, 0.0)) for k in tests), 0.0)
         else:
             self.cheap = seconds
             if "full" not in self.measured:
-                self.full = seconds + 2.0 * float(report.meta.get("attribution_seconds", seconds))
+                self.full = seconds + self.full_extra * float(report.meta.get("attribution_seconds", seconds))
 
 
 class CostMeter:
@@ -200,9 +214,10 @@ class FitBudget:
     Args:
         max_overhead: the callback's largest share of the fit's time, in ``(0, 1)``.
         meter: the callback's clock.
+        discover: the full audits also look for cues nobody annotated (they cost more).
     """
 
-    def __init__(self, max_overhead: float, meter: CostMeter) -> None:
+    def __init__(self, max_overhead: float, meter: CostMeter, discover: bool = False) -> None:
         if isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)):
             raise CamAuditError(f"max_overhead must be a number in (0, 1) or None, got {max_overhead!r}")
         if not 0.0 < max_overhead < 1.0:
@@ -211,7 +226,7 @@ class FitBudget:
             )
         self.max_overhead = float(max_overhead)
         self.meter = meter
-        self.prices = AuditPrices()
+        self.prices = AuditPrices(discover)
         #: ``(epoch, kind, reason)`` of every decision of the fit, in order
         self.decisions: list[tuple[int, AuditKind, str]] = []
 
@@ -295,6 +310,7 @@ def agree(trainer: pl.Trainer, decision: tuple[AuditKind, str]) -> tuple[AuditKi
 
 
 __all__ = [
+    "DISCOVERY_ENGINE_TIMES",
     "ESTIMATE_MARGIN",
     "AuditKind",
     "AuditPrices",

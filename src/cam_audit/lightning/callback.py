@@ -2,14 +2,13 @@
 
 A thin shell over :class:`~cam_audit.pipeline.AuditRun`: each hook is a guard and one call. The steps
 around the pipeline live beside this module: when to audit (``schedule``) and within what share of the
-fit's time (``budget``), the Trainer's processes as collectives (``distributed``), what is remembered
-across resume (``history``), what is logged and written (``scalars``, ``overlays``, ``sinks``) and what a
-failed verdict does (``verdict``).
+fit's time (``budget``), the Trainer's processes as collectives (``distributed``), one audit from start to
+end (``step``), what is remembered across resume (``history``), what is logged and written (``scalars``,
+``overlays``, ``publish``, ``sinks``) and what a failed verdict does (``verdict``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -17,18 +16,17 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 
 from cam_audit.counterfactual import Fill
-from cam_audit.lightning.budget import AuditKind, CostMeter, FitBudget, epoch_audit, record_audit, timed
+from cam_audit.lightning.budget import AuditKind, CostMeter, FitBudget, epoch_audit, timed
 from cam_audit.lightning.history import AuditHistory, HistoryField
-from cam_audit.lightning.overlays import OverlayCollector
-from cam_audit.lightning.publish import publish_audit
 from cam_audit.lightning.scalars import log_overhead
 from cam_audit.lightning.schedule import AuditSchedule, FitProgress
 from cam_audit.lightning.settings import callback_bases, check_arguments, load_probe, setup_run
-from cam_audit.lightning.verdict import OnShortcut, act_on_verdict
-from cam_audit.pipeline import AuditRun, rank_indices
+from cam_audit.lightning.step import audit_once
+from cam_audit.lightning.verdict import OnShortcut
+from cam_audit.pipeline import AuditRun
 from cam_audit.probe import ProbeSet
 from cam_audit.probe.sources import ProbeSource
-from cam_audit.report import AuditReport, ShortcutPolicy, paired_deltas
+from cam_audit.report import AuditReport, ShortcutPolicy
 
 
 class CamAudit(*callback_bases()):  # type: ignore[misc]
@@ -51,6 +49,11 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         counterfactual: run the fill and paste tests on samples with spurious regions.
         counterfactual_every_n_audits: run them in the first audit of a fit, every this many after it
             and in the last epoch's (validate/test: always); the other audits log no ``cf_*`` point.
+        discover: in the audits that run the counterfactual tests, also look for cues nobody annotated
+            (hot spots off the object regions, confirmed against matched controls, and ``bg_gap``), as
+            :func:`~cam_audit.audit` does; logs ``<prefix>/bg_gap``, ``<prefix>/n_cues_confirmed`` and a
+            gallery of the cues (``<prefix>/cues``). Needs object regions (refused in ``setup``) and
+            ``counterfactual=True``.
         fill: ``"blur"``, ``"mean"`` or ``(images, regions) -> images``, as in :func:`~cam_audit.audit`.
         on_shortcut: what a failed verdict does: ``"warn"``, ``"stop"`` (``trainer.should_stop``, agreed
             across ranks) or ``"raise"`` (:class:`~cam_audit.errors.ShortcutDetected`).
@@ -94,6 +97,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         policy: ShortcutPolicy | None = None,
         counterfactual: bool = True,
         counterfactual_every_n_audits: int = 1,
+        discover: bool = False,
         fill: Fill = "blur",
         on_shortcut: OnShortcut = "warn",
         log_images: bool = True,
@@ -117,6 +121,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.policy = policy if policy is not None else ShortcutPolicy()
         self.counterfactual = counterfactual
         self.counterfactual_every_n_audits = counterfactual_every_n_audits
+        self.discover = discover
         self.fill = fill
         self.on_shortcut = on_shortcut
         self.log_images = log_images
@@ -127,14 +132,15 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.forward = forward
         self.prefix = prefix
         self.baseline = baseline
-        self._baseline: AuditReport | None = None
+        #: the champion's report named by ``baseline``, read and checked in ``setup``
+        self.baseline_report: AuditReport | None = None
         # hashed once: Lightning reads state_key around every hook call, for every batch
         self.probe_fingerprint = self.probe.fingerprint()
         self.history = AuditHistory()
         self.last_report: AuditReport | None = None
         self.meter = CostMeter()
         self.max_overhead = max_overhead
-        self.budget = FitBudget(max_overhead, self.meter) if max_overhead is not None else None
+        self.budget = FitBudget(max_overhead, self.meter, discover) if max_overhead is not None else None
         self.progress = FitProgress()
         self._run: AuditRun | None = None
 
@@ -187,7 +193,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         self.history.load_state_dict(state_dict)
 
     def _setup_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
-        self._baseline, self._run = setup_run(self, trainer, pl_module)
+        self.baseline_report, self._run = setup_run(self, trainer, pl_module)
         return self._run
 
     def _audit_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -209,25 +215,7 @@ class CamAudit(*callback_bases()):  # type: ignore[misc]
         final: bool = False,
     ) -> None:
         run = (self._run or self._setup_run(trainer, pl_module)).to(pl_module.device)
-        smoke, started = bool(getattr(trainer, "fast_dev_run", False)), time.perf_counter()
-        epoch = self.progress.epoch if final else trainer.current_epoch
-        indices = rank_indices(len(self.probe), self.batch_size, trainer.global_rank, trainer.world_size)
-        drawn = OverlayCollector(self.max_images if trainer.is_global_zero and self.log_images else 0)
-        run.counterfactual = self.counterfactual and kind == "full"
-        run.on_batch = drawn
-        meta = {"epoch": epoch, "global_step": trainer.global_step, "stage": str(trainer.state.fn)}
-        indices = indices[: self.batch_size] if smoke else indices
-        report = run(indices=indices, best_focus_lift=self.history.best, meta=meta)
-        if smoke:
-            return
-        is_best = self.history.record(report, epoch)
-        deltas = {} if self._baseline is None else paired_deltas(report.samples, self._baseline)
-        publish_audit(
-            trainer, report, run.collectives, drawn, self.prefix, self.write_reports, is_best, final, deltas
-        )
-        self.last_report = report
-        record_audit(self.progress, self.budget, kind, epoch, time.perf_counter() - started, report)
-        act_on_verdict(trainer, report, self.on_shortcut)
+        audit_once(self, run, trainer, kind, final)
 
 
 __all__ = ["CamAudit"]

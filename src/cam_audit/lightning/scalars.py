@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytorch_lightning as pl
 
-from cam_audit.keys import PER_CLASS_LOGGED_KEYS, is_counterfactual
+from cam_audit.keys import PER_CLASS_LOGGED_KEYS, is_counterfactual, is_discovery
 from cam_audit.report import AuditReport
 
 
@@ -14,10 +14,14 @@ def scalar_values(report: AuditReport, prefix: str, with_counterfactual: bool) -
     """``<prefix>/<key>`` for every summary key, ``<prefix>/shortcut`` (1 when the verdict failed on
     evidence), ``<prefix>/inconclusive`` (1 when it failed for want of evidence), and the per-class scores.
 
-    An audit without the counterfactual tests has no ``cf_*`` value rather than a NaN or a stale one.
+    An audit without the counterfactual tests has no ``cf_*`` value rather than a NaN or a stale one, and
+    one without discovery (``report.meta["discover"]``) no ``bg_*`` or ``n_cues*`` value.
     """
+    with_discovery = bool(report.meta.get("discover", False))
 
     def measured(key: str) -> bool:
+        if is_discovery(key):
+            return with_discovery
         return with_counterfactual or not is_counterfactual(key)
 
     values = {f"{prefix}/{key}": float(value) for key, value in report.summary.items() if measured(key)}

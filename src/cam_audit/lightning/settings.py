@@ -69,6 +69,19 @@ def check_arguments(arguments: dict[str, Any]) -> None:
         )
     if arguments["max_images"] < 0:
         raise CamAuditError(f"max_images must be >= 0, got {arguments['max_images']}")
+    check_discover(arguments["discover"], arguments["counterfactual"])
+
+
+def check_discover(discover: Any, counterfactual: Any) -> None:
+    """``discover`` is a bool, and rides on the counterfactual tests: without them it would never run."""
+    if not isinstance(discover, bool):
+        raise CamAuditError(f"discover must be true or false, got {discover!r}")
+    if discover and not counterfactual:
+        raise CamAuditError(
+            "discover=True confirms each cue it finds by filling and pasting it, which runs with the "
+            "counterfactual tests; set counterfactual=True (counterfactual_every_n_audits sets how often "
+            "both run), or discover=False"
+        )
 
 
 def check_probe_batches(probe: ProbeSet, batch_size: int) -> None:
@@ -115,7 +128,12 @@ def setup_run(
 
 def build_run(callback: CamAudit, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AuditRun:
     """The pipeline the callback runs: its engine on ``pl_module`` under the Trainer's precision, and the
-    Trainer's processes as collectives."""
+    Trainer's processes as collectives.
+
+    Raises:
+        CamAuditError: ``discover=True`` and no probe sample has an object region (discovery looks off
+            the object, so it must know where the object is).
+    """
     engine = CamEngine(
         pl_module,
         target_layer=callback.target_layer,
@@ -135,6 +153,7 @@ def build_run(callback: CamAudit, trainer: pl.Trainer, pl_module: pl.LightningMo
         device=pl_module.device,
         collectives=LightningCollectives(trainer),
         probe_fingerprint=callback.probe_fingerprint,
+        discover=callback.discover,
     )
 
 
@@ -142,6 +161,7 @@ __all__ = [
     "build_run",
     "callback_bases",
     "check_arguments",
+    "check_discover",
     "check_probe_batches",
     "load_baseline",
     "load_probe",

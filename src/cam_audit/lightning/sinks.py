@@ -14,50 +14,74 @@ from typing import Any, cast
 
 from torch import Tensor
 
-from cam_audit.keys import CHARTS, HEADLINE_KEYS
+from cam_audit.keys import CHARTS, HEADLINE_KEYS, is_discovery
 from cam_audit.render import hwc_uint8, png_bytes, save_png
 from cam_audit.report import AuditReport
 from cam_audit.report.atomic import write_atomic
 
 
 def log_audit_media(
-    trainer: Any, report: AuditReport, grid: Tensor | None, prefix: str = "cam_audit"
+    trainer: Any,
+    report: AuditReport,
+    grid: Tensor | None,
+    prefix: str = "cam_audit",
+    cues: Tensor | None = None,
+    discover: bool = False,
 ) -> None:
-    """Log the overlay grid, a histogram of per-sample focus_lift and the verdict to every logger."""
+    """Log the overlay grid, the cue galleries (``cues``, after a discovery audit), a histogram of
+    per-sample focus_lift and the verdict to every logger. ``discover``: the run looks for cues, so
+    TensorBoard's chart layout gets the background chart too."""
     step = int(report.meta.get("global_step", trainer.global_step))
     epoch = int(report.meta.get("epoch", trainer.current_epoch))
     verdict = verdict_markdown(report)
+    images = {name: image for name, image in (("overlays", grid), ("cues", cues)) if image is not None}
     for logger in trainer.loggers:
         logger = cast(Any, logger)  # recognised by what it offers, not by its class
         experiment: Any = getattr(logger, "experiment", None)
         if hasattr(experiment, "add_image"):  # TensorBoard SummaryWriter
-            _tensorboard(experiment, report, grid, prefix, step, verdict)
+            _tensorboard(experiment, report, images, prefix, step, verdict, discover)
         elif hasattr(logger, "log_image"):  # WandbLogger
-            if grid is not None:
-                logger.log_image(key=f"{prefix}/overlays", images=[hwc_uint8(grid)], step=step)
+            for name, image in images.items():
+                logger.log_image(key=f"{prefix}/{name}", images=[hwc_uint8(image)], step=step)
             logger.log_text(key=f"{prefix}/verdict", columns=["verdict"], data=[[verdict]], step=step)
         elif hasattr(experiment, "log_image") and hasattr(logger, "run_id"):  # MLFlowLogger
-            if grid is not None:
-                experiment.log_image(logger.run_id, hwc_uint8(grid), f"{prefix}/overlays_{epoch:04d}.png")
+            for name, image in images.items():
+                experiment.log_image(logger.run_id, hwc_uint8(image), f"{prefix}/{name}_{epoch:04d}.png")
             experiment.log_text(logger.run_id, verdict, f"{prefix}/verdict_{epoch:04d}.md")
-        elif getattr(logger, "log_dir", None) and grid is not None:  # CSVLogger and the like
-            save_png(grid, Path(logger.log_dir) / prefix / f"overlays_epoch{epoch:04d}.png")
+        elif getattr(logger, "log_dir", None):  # CSVLogger and the like
+            for name, image in images.items():
+                save_png(image, Path(logger.log_dir) / prefix / f"{name}_epoch{epoch:04d}.png")
 
 
 def _tensorboard(
-    writer: Any, report: AuditReport, grid: Tensor | None, prefix: str, step: int, verdict: str
+    writer: Any,
+    report: AuditReport,
+    images: dict[str, Tensor],
+    prefix: str,
+    step: int,
+    verdict: str,
+    discover: bool,
 ) -> None:
-    if grid is not None:
-        _tensorboard_image(writer, f"{prefix}/overlays", grid, step)
+    for name, image in images.items():
+        _tensorboard_image(writer, f"{prefix}/{name}", image, step)
     column: Any = report.samples["focus_lift"].to_numpy(dtype=float) if len(report.samples) else []
     lifts = [float(v) for v in column if math.isfinite(v)]
     if lifts:
         writer.add_histogram(f"{prefix}/focus_lift_per_sample", Tensor(lifts), global_step=step)
     writer.add_text(f"{prefix}/verdict", verdict, global_step=step)
     if not getattr(writer, "_cam_audit_layout", False):
-        charts = {title: ["Multiline", [f"{prefix}/{key}" for key in keys]] for title, keys in CHARTS.items()}
-        writer.add_custom_scalars({prefix: charts})
+        writer.add_custom_scalars({prefix: chart_layout(prefix, discover)})
         writer._cam_audit_layout = True
+
+
+def chart_layout(prefix: str, discover: bool) -> dict[str, list]:
+    """TensorBoard's custom-scalar charts (:data:`cam_audit.keys.CHARTS`), the ones of discovery's
+    scores only when the run looks for cues (without it they are never logged)."""
+    return {
+        title: ["Multiline", [f"{prefix}/{key}" for key in keys]]
+        for title, keys in CHARTS.items()
+        if discover or not all(is_discovery(key) for key in keys)
+    }
 
 
 def verdict_markdown(report: AuditReport) -> str:
@@ -117,4 +141,4 @@ def _tensorboard_image(writer: Any, tag: str, grid: Tensor, step: int) -> None:
     file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
-__all__ = ["log_audit_media", "verdict_markdown", "write_reports"]
+__all__ = ["chart_layout", "log_audit_media", "verdict_markdown", "write_reports"]

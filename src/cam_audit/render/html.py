@@ -21,6 +21,7 @@ import pandas as pd
 
 from cam_audit.errors import CamAuditError
 from cam_audit.keys import CARD_COLUMNS, HEADLINE_KEYS, SUMMARY_KEYS, is_count
+from cam_audit.render.cues_html import CUE_STYLE, CueImages, cues_section
 from cam_audit.report import AuditReport, Comparison
 from cam_audit.report.atomic import write_atomic
 
@@ -56,7 +57,7 @@ ul.flags li { color: #b71c1c; margin: 2px 0; }
 tr.regression td { background: #fde0e0; } tr.worse td { background: #fff4e0; }
 tr.better td { background: #e3f5e6; } .pair { display: flex; gap: 6px; }
 .pair figure { margin: 0; } .pair figcaption { font-size: 11px; color: #555; }
-"""
+""" + CUE_STYLE
 
 
 def render_html(
@@ -66,6 +67,7 @@ def render_html(
     title: str | None = None,
     comparison: Comparison | None = None,
     baseline_overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
+    cue_images: CueImages | None = None,
 ) -> str:
     """The report as one HTML page.
 
@@ -79,6 +81,9 @@ def render_html(
         comparison: this report against a champion's (:meth:`AuditReport.compare`): shown after the
             flags, with the samples that got most worse (see :mod:`cam_audit.render.compare_html`).
         baseline_overlays: the champion's overlay PNGs by probe index, shown beside the candidate's.
+        cue_images: a discovery audit's gallery PNG of each cue (bytes or a file path) by cue number,
+            shown in the "Cues found" section (:mod:`cam_audit.render.cues_html`), which a report of a
+            discovery audit (``meta["discover"]``) or with a cue table gets.
 
     Returns:
         The page as a string.
@@ -119,6 +124,8 @@ def render_html(
         "<h2>Per class</h2>",
         _class_table(report.per_class),
     ]
+    if report.meta.get("discover") or len(report.cues):
+        parts += cues_section(report.cues, report.summary, cue_images or {}, report.policy.min_cue_samples)
     samples = report.samples
     if len(samples) and worst:
         names = [str(i) for i in report.per_class.index] if len(report.per_class) else []
@@ -146,10 +153,11 @@ def write_html(
     title: str | None = None,
     comparison: Comparison | None = None,
     baseline_overlays: Mapping[int, bytes | str | os.PathLike] | None = None,
+    cue_images: CueImages | None = None,
 ) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
     page = render_html(report, overlays, worst=worst, title=title, comparison=comparison,
-                       baseline_overlays=baseline_overlays)
+                       baseline_overlays=baseline_overlays, cue_images=cue_images)
     return write_atomic(path, page)  # UTF-8, replaced whole
 
 

@@ -180,13 +180,17 @@ def hwc_uint8(image: Tensor) -> Any:
     return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def text_strip(text: str, width: int, height: int = 12) -> Tensor:
+    """A white strip [3, height, width] in [0, 1] with ``text`` written in black from its left edge."""
+    strip = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(strip).text((2, 0), text, fill="black")
+    pixels = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).view(height, width, 3)
+    return pixels.permute(2, 0, 1).float() / 255
+
+
 def _caption(pair: Tensor, text: str) -> Tensor:
     """Append a 12-pixel white strip with ``text`` below ``pair`` [3, H, W]."""
-    _, _, w = pair.shape
-    strip = Image.new("RGB", (w, 12), "white")
-    ImageDraw.Draw(strip).text((2, 0), text, fill="black")
-    strip_t = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).view(12, w, 3)
-    return torch.cat([pair, strip_t.permute(2, 0, 1).float().to(pair.device) / 255], dim=1)
+    return torch.cat([pair, text_strip(text, pair.shape[-1]).to(pair.device)], dim=1)
 
 
 __all__ = [
@@ -200,4 +204,5 @@ __all__ = [
     "png_bytes",
     "save_png",
     "scale_for_display",
+    "text_strip",
 ]

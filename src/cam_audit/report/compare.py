@@ -234,7 +234,8 @@ def _with_verdicts(table: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataF
 
 def _judge(policy: ShortcutPolicy, report: AuditReport) -> Verdict:
     best = report.meta.get("best_focus_lift")
-    return policy.evaluate(report.summary, report.per_class, best if isinstance(best, (int, float)) else None)
+    best_lift = best if isinstance(best, (int, float)) else None
+    return policy.evaluate(report.summary, report.per_class, best_lift, cues=report.cues)
 
 
 def _new_flags(candidate: Verdict, baseline: Verdict) -> tuple[Finding, ...]:
