@@ -10,7 +10,7 @@ here plus its computation in the pipeline. Torch-free, so the gate can read it a
 >>> score("cf_paste_rate").column, score("cf_paste_rate").evidence
 ('cf_paste', 'counterfactual')
 >>> [s.summary for s in SCORES if s.evidence == "count"]
-['n_samples', 'n_degenerate', 'n_spurious']
+['n_samples', 'n_degenerate', 'n_spurious', 'n_cues', 'n_cues_confirmed']
 >>> CHARTS["counterfactual"]
 ('cf_flip_rate', 'cf_paste_rate')
 """
