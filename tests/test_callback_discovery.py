@@ -5,6 +5,7 @@ run."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,43 @@ def test_discovery_scalars_are_left_out_of_an_audit_without_discovery():
         "cam_audit/n_cues_confirmed",
     }  # fmt: skip
     assert "cam_audit/focus_lift" in without
+
+
+def test_every_logger_gets_the_cue_gallery(tmp_path, monkeypatch):
+    """MLflow (a local file store) and a CSV log get the same PNG; a Weights & Biases-like logger (one with
+    ``log_image``) gets it as ``cam_audit/cues``."""
+    pytest.importorskip("mlflow")
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from cam_audit.lightning.sinks import log_audit_media
+
+    class RecordsImages:
+        def __init__(self) -> None:
+            self.images: dict[str, np.ndarray] = {}
+
+        def log_image(self, key, images, step):
+            self.images[key] = images[0]
+
+        def log_text(self, **kwargs):
+            pass
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow = MLFlowLogger(experiment_name="cam_audit", tracking_uri=f"file:{tmp_path / 'mlruns'}")
+    wandb_like = RecordsImages()
+    loggers = [CSVLogger(tmp_path, name="csv", version=""), mlflow, wandb_like]
+    report = discovery_report([cue_row()])
+    report.meta.update(epoch=1, global_step=7)
+    sheet = torch.rand(3, 40, 90)
+    trainer = SimpleNamespace(loggers=loggers, global_step=7, current_epoch=1)
+    log_audit_media(trainer, report, None, cues=sheet)
+
+    (csv_png,) = (tmp_path / "csv").rglob("cues_epoch0001.png")
+    expected = hwc_uint8(sheet)
+    assert np.array_equal(np.asarray(Image.open(csv_png).convert("RGB")), expected)
+    run = mlflow.experiment.get_run(mlflow.run_id)
+    artifact = Path(run.info.artifact_uri.removeprefix("file:")) / "cam_audit" / "cues_0001.png"
+    assert np.array_equal(np.asarray(Image.open(artifact).convert("RGB")), expected)
+    assert list(wandb_like.images) == ["cam_audit/cues"]
+    assert np.array_equal(wandb_like.images["cam_audit/cues"], expected)

@@ -121,6 +121,7 @@ def test_exit_code_follows_the_policy_like_gate(tmp_path, trained, capsys):
         ({"target_layer": "layer5"}, "layer5"),
         ({"checkpoint": "missing.ckpt"}, "missing.ckpt"),
         ({"policy": {"max_flip_rate": 2.0}}, "max_flip_rate"),
+        ({"discover": True, "counterfactual": False}, "add --counterfactual true"),
     ],
 )
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, trained, capsys, override, named):

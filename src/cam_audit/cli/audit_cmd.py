@@ -166,6 +166,11 @@ def run_audit(config: Any, parser: Any) -> tuple[AuditReport, Comparison | None]
         raise CamAuditError(f"--worst must be >= 0 (samples per list on the HTML page), got {init.worst}")
     if init.batch_size < 1:
         raise CamAuditError(f"--batch_size must be >= 1, got {init.batch_size}")
+    if init.discover and not init.counterfactual:
+        raise CamAuditError(
+            "--discover true confirms each cue it finds by filling and pasting it, which runs with the "
+            "counterfactual tests: add --counterfactual true, or leave --discover false"
+        )
     check_device(init.device)
     out = Path(init.out)
     stage = prepare_out(out)
