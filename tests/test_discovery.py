@@ -250,3 +250,20 @@ def test_another_policy_rejudges_the_cues(corner_model):
     assert not lenient.cues["confirmed"].any()
     assert not any(f.rule in ("min_cue_excess", "max_bg_gap") for f in lenient.verdict.findings)
     np.testing.assert_array_equal(lenient.cues["flip_rate"], report.cues["flip_rate"])
+
+
+def test_discovery_without_the_counterfactual_tests_is_refused(corner_model):
+    scenes = make_scenes(6, image_size=SIZE, watermark="correlated", seed=2)
+    with pytest.raises(CamAuditError, match="discover=True needs counterfactual=True"):
+        audit(corner_model, _object_only(scenes), "features", discover=True, counterfactual=False)
+
+
+def test_no_target_layer_features_are_held_after_an_audit(corner_model):
+    from cam_audit.cam import CamEngine
+    from cam_audit.pipeline import AuditRun
+
+    engine = CamEngine(corner_model, "features")
+    probe = _object_only(make_scenes(12, image_size=SIZE, seed=2))
+    run = AuditRun(engine, probe, ShortcutPolicy(), discover=True)
+    run()
+    assert engine.keep_features and engine.last_features is None

@@ -32,11 +32,11 @@ def test_a_confirmed_cue_fails_the_gate_with_its_class_place_and_rates(cued, cap
     assert lines[0].startswith(f"FAIL {cued}") and "2 rule(s) failed" in lines[0]
     assert lines[1] == (
         "  min_cue_excess: class 'disc' relies on an unannotated cue at the top-left corner, about 8x8 px "
-        "(20 samples): filling it flips 80% of 20 predictions (control 0%, p=<0.001)"
+        "(20 samples): filling it flips 80% of 20 predictions (control 0%, p < 0.001)"
     )
     assert lines[2].startswith("  min_cue_excess: class 'square' relies on an unannotated cue at the "
                                "bottom-right corner, about 6x6 px (20 samples)")
-    assert "moves 47% of 30 to 'square' (control 3%, p=<0.001)" in lines[2]
+    assert "moves 47% of 30 to 'square' (control 3%, p < 0.001)" in lines[2]
     assert len(lines) == 3  # the triangle's cue moves no more than its control
 
 

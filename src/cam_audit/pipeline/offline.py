@@ -72,7 +72,7 @@ def audit(
             class by place, each confirmed (``report.cues["confirmed"]``) when filling or pasting it
             changes the model clearly more than the same intervention on a matched control region; and
             ``bg_gap``, how much the background decides (objects moved onto backgrounds of their own
-            class and of another). Needs object regions; runs with ``counterfactual=True`` only. Its
+            class and of another). Needs object regions and ``counterfactual=True``. Its
             cost is ``meta["discovery_seconds"]``.
         on_cues: with ``discover``, called once at the end with ``(report.cues, galleries)``: a gallery
             image ``[3, H, W]`` per tested cue, by cue number (crops around the hot spot with their maps,
@@ -95,6 +95,11 @@ def audit(
     check_choice("method", method, ("gradcam++", "gradcam"))
     check_choice("target", target, ("label", "predicted"))
     check_positive_int("batch_size", batch_size)
+    if discover and not counterfactual:
+        raise CamAuditError(
+            "discover=True needs counterfactual=True: a candidate cue is confirmed by filling and pasting "
+            "it, which are counterfactual tests; pass counterfactual=True, or discover=False"
+        )
     engine = CamEngine(
         model,
         target_layer=target_layer,

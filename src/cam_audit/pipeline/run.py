@@ -164,6 +164,7 @@ class AuditRun:
         samples = self.score(indices)
         samples = self.paste(samples, indices)
         samples = self.find_cues(samples, indices)
+        self.engine.last_features = None  # discovery's descriptors are taken; hold no features between audits
         meta = {**self.meta(best_focus_lift), **(meta or {}), "seconds": time.perf_counter() - started}
         return self.finish(samples, best_focus_lift=best_focus_lift, meta=meta)
 

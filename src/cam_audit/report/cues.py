@@ -112,12 +112,12 @@ def cue_message(row: Mapping[Any, Any]) -> str:
     if int(row["n_fill"]):
         parts.append(
             f"filling it flips {row['flip_rate']:.0%} of {int(row['n_fill'])} predictions (control "
-            f"{row['control_flip_rate']:.0%}, p={_p(row['fill_p_value'])})"
+            f"{row['control_flip_rate']:.0%}, {_p(row['fill_p_value'])})"
         )
     if int(row["n_paste"]):
         parts.append(
             f"pasting it into images of other classes moves {row['paste_rate']:.0%} of {int(row['n_paste'])} "
-            f"to '{row['class']}' (control {row['control_paste_rate']:.0%}, p={_p(row['paste_p_value'])})"
+            f"to '{row['class']}' (control {row['control_paste_rate']:.0%}, {_p(row['paste_p_value'])})"
         )
     return (
         f"class '{row['class']}' relies on an unannotated cue at the {row['where']} "
@@ -151,8 +151,8 @@ def check_cue_rules(alpha: Any, min_samples: Any) -> None:
 def _p(value: Any) -> str:
     value = float(value)
     if math.isnan(value):
-        return "n/a"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+        return "p n/a"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 __all__ = [
