@@ -10,11 +10,11 @@ On a CPU NumPy takes one map at a time, so each map stays in the cache for all i
 1. a bracket ``[lo, hi]`` for the ``K``-th value, from every :data:`SAMPLE_STRIDE`-th pixel of the map: the
    sample's order statistics :data:`BRACKET_SPREAD` standard deviations of a sample rank either side of
    where the ``K``-th value would fall in it;
-2. two counts check the bracket, ``#(map > hi) < K <= #(map >= lo)``; where they fail (a few maps in a
-   hundred, or maps that a regular sample misrepresents) the bracket is the whole map, so the result never
-   depends on the sample, only the time does;
-3. the values in the bracket (a few percent of the map) are copied out and the ``K``-th is selected among
-   them (NumPy's introselect), which also gives ``G`` and ``E``;
+2. the values in the bracket (a few percent of the map) are copied out, and two counts check it,
+   ``#(map > hi) < K <= #(map >= lo)``; where they fail (a few maps in a hundred, or maps that a regular
+   sample misrepresents) the bracket is the whole map, so the result never depends on the sample, only
+   the time does;
+3. the ``K``-th value is selected among them (NumPy's introselect), which also gives ``G`` and ``E``;
 4. one more pass counts the region's pixels at or above it (and, with ties, strictly above it).
 
 ``torch.topk`` and ``torch.kthvalue`` carry an index with every value on a CPU and take about ten times
@@ -133,13 +133,15 @@ def _bracket(row: np.ndarray, k: int, above: np.ndarray, at_least: np.ndarray) -
     if low < 0 or high >= sample.size:  # the k-th value is near the top or bottom: no narrow bracket
         return row.copy(), 0
     sample.partition((low, high))
-    np.greater(row, sample[high], out=above)
-    np.greater_equal(row, sample[low], out=at_least)
-    greater = int(np.count_nonzero(above))
-    if not greater < k <= np.count_nonzero(at_least):
+    greater = int(np.count_nonzero(np.greater(row, sample[high], out=above)))
+    if greater >= k:
         return row.copy(), 0
+    np.greater_equal(row, sample[low], out=at_least)
     # np.compress reads the mask twice as fast as row[mask]
-    return np.compress(np.not_equal(at_least, above, out=at_least), row), greater
+    band = np.compress(np.not_equal(at_least, above, out=at_least), row)
+    if greater + band.size < k:
+        return row.copy(), 0
+    return band, greater
 
 
 def _hits_torch(values: Tensor, members: Tensor, k: Tensor) -> Tensor:
