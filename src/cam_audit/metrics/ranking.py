@@ -7,14 +7,15 @@ Ties at the ``K``-th largest value are shared out in proportion: with ``G`` valu
 
 On a CPU NumPy takes one map at a time, so each map stays in the cache for all its steps:
 
-1. a bracket ``[lo, hi]`` for the ``K``-th value, from every :data:`SAMPLE_STRIDE`-th pixel of the map: the
-   sample's order statistics :data:`BRACKET_SPREAD` standard deviations of a sample rank either side of
+1. a bracket ``[lo, hi)`` for the ``K``-th value, from every :data:`SAMPLE_STRIDE`-th pixel of the map,
+   sorted: the sample's values :data:`BRACKET_SPREAD` standard deviations of a sample rank either side of
    where the ``K``-th value would fall in it;
-2. the values in the bracket (a few percent of the map) are copied out, and two counts check it,
-   ``#(map > hi) < K <= #(map >= lo)``; where they fail (a few maps in a hundred, or maps that a regular
-   sample misrepresents) the bracket is the whole map, so the result never depends on the sample, only
-   the time does;
-3. the ``K``-th value is selected among them (NumPy's introselect), which also gives ``G`` and ``E``;
+2. two counts check it, ``#(map >= hi) < K <= #(map >= lo)``; where they fail (a few maps in a hundred,
+   or maps that a regular sample misrepresents) the bracket is the whole map, so the result never depends
+   on the sample, only the time does. While more than :data:`BAND_PIXELS` values lie in it, the bracket
+   is halved on the sample's values by one more count (cheaper than copying the values out);
+3. the values in the bracket are copied out and the ``K``-th is selected among them (NumPy's
+   introselect), which also gives ``G`` and ``E``;
 4. one more pass counts the region's pixels at or above it (and, with ties, strictly above it).
 
 ``torch.topk`` and ``torch.kthvalue`` carry an index with every value on a CPU and take about ten times
@@ -36,6 +37,8 @@ SAMPLE_STRIDE = 16
 BRACKET_SPREAD = 2.0
 #: Maps with fewer pixels than this are selected from whole (the sample would be too small to help).
 MIN_BRACKETED_PIXELS = 64 * SAMPLE_STRIDE
+#: Values of a bracket worth copying out; wider brackets are halved by counting first.
+BAND_PIXELS = 512
 #: Pixels of a batch from which its maps are shared out among threads.
 PARALLEL_PIXELS = 2**21
 
@@ -90,29 +93,28 @@ def _hits_numpy(values: np.ndarray, members: np.ndarray, ks: list[int]) -> Tenso
 def _hits_of_rows(
     values: np.ndarray, members: np.ndarray, ks: list[int], hits: np.ndarray, rows: range
 ) -> None:
-    above, at_least = np.empty(values.shape[1], dtype=bool), np.empty(values.shape[1], dtype=bool)
+    masks = [np.empty(values.shape[1], dtype=bool) for _ in range(3)]
     for i in rows:
         if ks[i] > 0:
-            hits[i] = _row_hits(values[i], members[i], ks[i], above, at_least)
+            hits[i] = _row_hits(values[i], members[i], ks[i], masks)
 
 
-def _row_hits(row: np.ndarray, member: np.ndarray, k: int, above: np.ndarray, at_least: np.ndarray) -> float:
-    """The count for one map; ``above`` and ``at_least`` are work buffers of the row's length."""
-    kth, greater, equal = _kth_largest_row(row, k, above, at_least)
-    np.logical_and(np.greater_equal(row, kth, out=at_least), member, out=at_least)
-    in_at_least = np.count_nonzero(at_least)
+def _row_hits(row: np.ndarray, member: np.ndarray, k: int, masks: list[np.ndarray]) -> float:
+    """The count for one map; ``masks`` are three work buffers of the row's length."""
+    kth, greater, equal = _kth_largest_row(row, k, masks)
+    scratch = masks[0]
+    np.logical_and(np.greater_equal(row, kth, out=scratch), member, out=scratch)
+    in_at_least = np.count_nonzero(scratch)
     if equal == k - greater:  # every value equal to the K-th is in the top K (always so without ties)
         return float(in_at_least)
-    np.logical_and(np.greater(row, kth, out=above), member, out=above)
-    in_above = np.count_nonzero(above)
+    np.logical_and(np.greater(row, kth, out=scratch), member, out=scratch)
+    in_above = np.count_nonzero(scratch)
     return in_above + (k - greater) * (in_at_least - in_above) / equal
 
 
-def _kth_largest_row(
-    row: np.ndarray, k: int, above: np.ndarray, at_least: np.ndarray
-) -> tuple[float, int, int]:
+def _kth_largest_row(row: np.ndarray, k: int, masks: list[np.ndarray]) -> tuple[float, int, int]:
     """The ``k``-th largest value of ``row``, how many values are above it and how many equal it."""
-    band, greater = _bracket(row, k, above, at_least)
+    band, greater = _bracket(row, k, masks)
     position = band.size - (k - greater)
     band.partition(position)
     kth = band[position]
@@ -120,28 +122,33 @@ def _kth_largest_row(
     return kth, greater, int(np.count_nonzero(band == kth))
 
 
-def _bracket(row: np.ndarray, k: int, above: np.ndarray, at_least: np.ndarray) -> tuple[np.ndarray, int]:
-    """A copy of the values of ``row`` between two bounds of its ``k``-th largest value, and how many lie
-    above them (all values and 0 where the sample gives no bracket that holds)."""
+def _bracket(row: np.ndarray, k: int, masks: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """A copy of the values of ``row`` in ``[lo, hi)``, two bounds of its ``k``-th largest value, and how
+    many lie at or above ``hi`` (all values and 0 where the sample gives no bracket that holds)."""
     if row.size < MIN_BRACKETED_PIXELS:
         return row.copy(), 0
-    sample = row[::SAMPLE_STRIDE].copy()
+    sample = np.sort(row[::SAMPLE_STRIDE])
     fraction = (row.size - k) / row.size  # of the values below the k-th largest
     centre = fraction * sample.size
     spread = BRACKET_SPREAD * math.sqrt(sample.size * fraction * (1 - fraction))
     low, high = math.floor(centre - spread - 1), math.ceil(centre + spread + 1)
     if low < 0 or high >= sample.size:  # the k-th value is near the top or bottom: no narrow bracket
         return row.copy(), 0
-    sample.partition((low, high))
-    greater = int(np.count_nonzero(np.greater(row, sample[high], out=above)))
-    if greater >= k:
+    scratch, at_low, at_high = masks
+    above_high = int(np.count_nonzero(np.greater_equal(row, sample[high], out=at_high)))
+    above_low = int(np.count_nonzero(np.greater_equal(row, sample[low], out=at_low)))
+    if not above_high < k <= above_low:
         return row.copy(), 0
-    np.greater_equal(row, sample[low], out=at_least)
-    # np.compress reads the mask twice as fast as row[mask]
-    band = np.compress(np.not_equal(at_least, above, out=at_least), row)
-    if greater + band.size < k:
-        return row.copy(), 0
-    return band, greater
+    # halve the bracket on the sample's values, by counting, while that is cheaper than copying it out
+    while above_low - above_high > BAND_PIXELS and high - low > 1:
+        middle = (low + high) // 2
+        above = int(np.count_nonzero(np.greater_equal(row, sample[middle], out=scratch)))
+        if above >= k:
+            low, above_low, scratch, at_low = middle, above, at_low, scratch
+        else:
+            high, above_high, scratch, at_high = middle, above, at_high, scratch
+    masks[:] = scratch, at_low, at_high
+    return row[np.flatnonzero(np.not_equal(at_low, at_high, out=scratch))], above_high
 
 
 def _hits_torch(values: Tensor, members: Tensor, k: Tensor) -> Tensor:
@@ -171,6 +178,7 @@ def kth_largest(values: Tensor, k: Tensor) -> Tensor:
 
 
 __all__ = [
+    "BAND_PIXELS",
     "BRACKET_SPREAD",
     "MIN_BRACKETED_PIXELS",
     "PARALLEL_PIXELS",
