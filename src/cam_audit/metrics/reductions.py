@@ -19,7 +19,7 @@ from torch import Tensor
 from cam_audit.errors import CamAuditError
 
 #: Bytes of work space a reduction takes at most, whatever the batch size (a float mask of the regions).
-WORK_BYTES = 8 * 2**20
+WORK_BYTES = 16 * 2**20
 #: Pixels from which an image is worth a call of its own on a CPU (NumPy counts and selections per image).
 ROW_PIXELS = 1024
 
@@ -148,47 +148,43 @@ def batch_sums(maps: object, regions: object, caller: str, wanted: Wanted) -> Ba
 
 
 def _batch_pass(maps: Tensor, regions: Tensor, wanted: Wanted) -> tuple[BatchSums, Tensor]:
-    """:class:`BatchSums` and the per-map minimum, slice by slice of at most :data:`WORK_BYTES` of maps.
+    """:class:`BatchSums` and the per-map minimum.
 
-    Each slice is read while it is still in the cache for all its reductions; the regions become a float
-    mask in one reused work buffer (a bool select, ``torch.where``, runs several times slower on a CPU than a
-    copy and a multiply, and a buffer as large as a big batch costs fresh pages at every call).
+    Each reduction of the maps is one call over the whole batch (on a CPU shared with other work, every
+    parallel call waits for both threads to be scheduled, so fewer, larger calls cost less); the sums and
+    peaks inside the regions come slice by slice of at most :data:`WORK_BYTES` of maps, the regions made a
+    float mask in one reused work buffer (a bool select, ``torch.where``, runs several times slower on a CPU
+    than a copy and a multiply, and a buffer as large as a big batch costs fresh pages at every call).
     """
     n, h, w = maps.shape
     if not wanted.total:  # the peak then carries the check, and tells the maps that are all zero
         wanted = replace(wanted, peak=True)
-    step = max(1, WORK_BYTES // max(1, h * w * maps.element_size()))
-    buffer = maps.new_empty((min(step, n), h, w)) if wanted.inside or wanted.peak_inside else None
-    lows: list[Tensor] = []
-    totals: list[Tensor] = []
-    peaks: list[Tensor] = []
+    total = mass(maps) if wanted.total else None
+    peak = amax(maps) if wanted.peak else None
+    low = maps.amin(dim=(1, 2)) if maps.numel() else maps.new_zeros(n)
     insides: list[Tensor] = []
     peaks_inside: list[Tensor] = []
-    for start in range(0, n, step):
-        chunk = maps[start : start + step]
-        lows.append(chunk.amin(dim=(1, 2)) if chunk.numel() else chunk.new_zeros(len(chunk)))
-        if wanted.total:
-            totals.append(mass(chunk))
-        if wanted.peak:
-            peaks.append(amax(chunk))
-        if buffer is not None:
+    if wanted.inside or wanted.peak_inside:
+        step = max(1, WORK_BYTES // max(1, h * w * maps.element_size()))
+        buffer = maps.new_empty((min(step, n), h, w))
+        for start in range(0, n, step):
+            chunk = maps[start : start + step]
             mask = buffer[: len(chunk)].copy_(regions[start : start + step].view(torch.uint8)).mul_(chunk)
             if wanted.inside:
                 insides.append(mass(mask))
             if wanted.peak_inside:
                 peaks_inside.append(amax(mask))
-    total = _joined(totals, maps, torch.float64)
-    peak = _joined(peaks, maps, maps.dtype)
+    nonzero = total > 0 if total is not None else peak > 0 if peak is not None else low > 0
     sums = BatchSums(
         maps,
         count(regions),
-        total > 0 if wanted.total else peak > 0,
-        total if wanted.total else None,
+        nonzero,
+        total,
         _joined(insides, maps, torch.float64) if wanted.inside else None,
-        peak if wanted.peak else None,
+        peak,
         _joined(peaks_inside, maps, maps.dtype) if wanted.peak_inside else None,
     )
-    return sums, _joined(lows, maps, maps.dtype)
+    return sums, low
 
 
 def _joined(parts: list[Tensor], maps: Tensor, dtype: torch.dtype) -> Tensor:
@@ -203,7 +199,7 @@ def mass(values: Tensor) -> Tensor:
     one).
     """
     rows = values.sum(dim=2, dtype=torch.promote_types(values.dtype, torch.float32))
-    return rows.to(torch.float64).sum(dim=1)
+    return rows.sum(dim=1, dtype=torch.float64)
 
 
 def count(regions: Tensor) -> Tensor:
