@@ -10,8 +10,8 @@ Two workloads, each model in eval mode with fixed random weights:
 For each, one round times a plain no-grad forward over the probe (the floor: no audit that computes
 maps can cost less), ``audit(counterfactual=False)`` and ``audit(counterfactual=True)``, in that order;
 rounds repeat after a warm-up, so drifting load on a shared machine hits every arm alike, and the medians
-are compared. Then each score of :mod:`cam_audit.metrics.functional` is timed on 256 maps of 224x224
-(median of ``--metric-calls`` calls, input checks included):
+are compared. Then each score of :mod:`cam_audit.metrics.functional`, and ``localisation()`` giving all of
+them at once, is timed on 256 maps of 224x224 (median of ``--metric-calls`` calls, input checks included):
 
     python scripts/bench_audit.py --threads 2
     python scripts/bench_audit.py --threads 2 --repeats 9 --workloads demo
@@ -20,7 +20,7 @@ The script only calls the public API, so the same file measures another checkout
 (``PYTHONPATH=<other checkout>/src python scripts/bench_audit.py``). To compare two versions under the
 same load, copy the other one's package under another name (``cam_audit_base``, with its imports
 renamed) and pass ``--compare cam_audit_base``: its two audit arms then run in the same rounds, and
-its scores in the same rounds of score calls.
+its scores in the same rounds of score calls (and the script says whether both give the same values).
 """
 
 from __future__ import annotations
@@ -117,7 +117,9 @@ def print_workload(name: str, times: dict[str, list[float]]) -> None:
 
 
 def bench_metrics(packages: list[ModuleType], args: argparse.Namespace) -> None:
-    """Median milliseconds of each score on 256 maps of 224x224 with box regions (checks included)."""
+    """Median milliseconds of each score, and of ``localisation()`` (all five scores at once), on 256 maps
+    of 224x224 with box regions (checks included); with ``--compare``, whether both packages give the same
+    values."""
     generator = torch.Generator().manual_seed(3)
     n, size = 256, 224
     maps = torch.rand(n, size, size, generator=generator) ** 4  # peaked, as CAMs are; no ties
@@ -125,13 +127,14 @@ def bench_metrics(packages: list[ModuleType], args: argparse.Namespace) -> None:
     corners = torch.randint(0, size - 80, (n, 2), generator=generator).tolist()
     for i, (top, left) in enumerate(corners):
         regions[i, top : top + 80, left : left + 64] = True
-    scores: dict[str, Callable[[], torch.Tensor]] = {}
+    scores: dict[str, Callable[[], object]] = {}
     for package in packages:
         functional = importlib.import_module(f"{package.__name__}.metrics.functional")
         label = "" if len(packages) == 1 else f" ({package.__name__})"
         scores[f"area_fraction{label}"] = lambda f=functional: f.area_fraction(regions)
         for score in ("relevance_mass", "mass_lift", "pointing_game", "relevance_rank"):
             scores[f"{score}{label}"] = lambda f=functional, s=score: getattr(f, s)(maps, regions)
+        scores[f"localisation{label}"] = lambda f=functional: f.localisation(maps, regions)
     times: dict[str, list[float]] = {name: [] for name in scores}
     for round_index in range(1 + args.metric_calls):
         for name, score in scores.items():
@@ -144,6 +147,17 @@ def bench_metrics(packages: list[ModuleType], args: argparse.Namespace) -> None:
     print("|---|---:|---:|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values) * 1000:.1f} | {min(values) * 1000:.1f} |")
+    if len(packages) > 1:
+        every = [
+            importlib.import_module(f"{p.__name__}.metrics.functional").localisation(maps, regions)
+            for p in packages
+        ]
+        same = all(
+            torch.equal(every[0][name].nan_to_num(-1.0), other[name].nan_to_num(-1.0))
+            for other in every[1:]
+            for name in every[0]
+        )
+        print(f"same values from every package: {'yes' if same else 'NO'}")
 
 
 def main(argv: list[str] | None = None) -> None:

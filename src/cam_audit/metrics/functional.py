@@ -29,6 +29,7 @@ from torch import Tensor
 
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import reductions as R
+from cam_audit.metrics.ranking import top_k_hits
 
 #: The scores :func:`localisation` computes, by name.
 LOCALISATION_SCORES = ("area_fraction", "relevance_mass", "mass_lift", "pointing_game", "relevance_rank")
@@ -244,27 +245,35 @@ def _check_tolerance(tolerance: object, caller: str) -> None:
 def _scores(
     maps: Tensor, regions: Tensor, scores: Collection[str], tolerance: int, caller: str
 ) -> dict[str, Tensor]:
-    """The scores named in ``scores`` (in :data:`LOCALISATION_SCORES` order), after one check."""
-    maps, regions, total = R.check_maps(maps, regions, caller)
-    area = R.count(regions)
+    """The scores named in ``scores`` (in :data:`LOCALISATION_SCORES` order), from one checked pass."""
+    wanted = set(scores)
+    mass_wanted = bool({"relevance_mass", "mass_lift"} & wanted)
+    pointing = "pointing_game" in wanted
+    sums = R.batch_sums(
+        maps,
+        regions,
+        caller,
+        R.Wanted(
+            total=mass_wanted, inside=mass_wanted, peak=pointing, peak_inside=pointing and tolerance == 0
+        ),
+    )
+    maps, area = sums.maps, sums.area
+    defined = sums.nonzero & (area > 0)
     found: dict[str, Tensor] = {}
-    if "area_fraction" in scores:
+    if "area_fraction" in wanted:
         found["area_fraction"] = _area_fraction(area, regions)
-    if {"relevance_mass", "mass_lift"} & set(scores):
-        # one pass over the masked maps for the mass and, when the region is not grown, the pointing game
-        peak = tolerance == 0 and "pointing_game" in scores
-        inside, *peak_inside = R.masked(maps, regions, R.mass, *([R.amax] if peak else []))
-        mass = torch.where((total > 0) & (area > 0), inside / total, float("nan"))
+    if sums.total is not None and sums.inside is not None:
+        mass = torch.where(defined, sums.inside / sums.total, float("nan"))
         found["relevance_mass"] = mass.to(torch.float32)
         found["mass_lift"] = (mass / _area_fraction(area, regions, torch.float64)).to(torch.float32)
-        if peak:
-            found["pointing_game"] = _pointing_game(maps, area, total, peak_inside[0])
-    if "pointing_game" in scores and "pointing_game" not in found:
-        grown = R.dilate(regions, tolerance) if tolerance > 0 else regions
-        found["pointing_game"] = _pointing_game(maps, area, total, R.masked(maps, grown, R.amax)[0])
-    if "relevance_rank" in scores:
-        found["relevance_rank"] = _relevance_rank(maps, regions, area, total)
-    return {name: found[name] for name in LOCALISATION_SCORES if name in scores}
+    if sums.peak is not None and pointing:
+        peak_inside = sums.peak_inside
+        if peak_inside is None:  # the region grown by the tolerance needs a pass of its own
+            peak_inside = R.masked(maps, R.dilate(regions, tolerance), R.amax)[0]
+        found["pointing_game"] = _pointing_game(maps, defined, sums.peak, peak_inside)
+    if "relevance_rank" in wanted:
+        found["relevance_rank"] = _relevance_rank(maps, regions, area, defined)
+    return {name: found[name] for name in LOCALISATION_SCORES if name in wanted}
 
 
 def _area_fraction(area: Tensor, regions: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -274,21 +283,17 @@ def _area_fraction(area: Tensor, regions: Tensor, dtype: torch.dtype = torch.flo
     return (area.to(torch.float64) / pixels).to(dtype)
 
 
-def _pointing_game(maps: Tensor, area: Tensor, total: Tensor, peak_inside: Tensor) -> Tensor:
+def _pointing_game(maps: Tensor, defined: Tensor, peak: Tensor, peak_inside: Tensor) -> Tensor:
     if maps.shape[1] * maps.shape[2] == 0:
         return torch.full((maps.shape[0],), float("nan"), dtype=torch.float32, device=maps.device)
     # maps are >= 0: where the peak is > 0 (the score is defined), the largest value left inside the
     # (grown) region equals it exactly when some maximum lies inside
-    hit = (peak_inside == R.amax(maps)).to(torch.float32)
-    return torch.where((total > 0) & (area > 0), hit, float("nan"))
+    hit = (peak_inside == peak).to(torch.float32)
+    return torch.where(defined, hit, float("nan"))
 
 
-def _relevance_rank(maps: Tensor, regions: Tensor, k: Tensor, total: Tensor) -> Tensor:
+def _relevance_rank(maps: Tensor, regions: Tensor, area: Tensor, defined: Tensor) -> Tensor:
     if maps.numel() == 0:
         return torch.full((maps.shape[0],), float("nan"), dtype=torch.float32, device=maps.device)
-    kth = R.kth_largest(maps.flatten(1), k.clamp(min=1))[:, None, None]
-    above, equal = maps > kth, maps == kth
-    slots_left = (k - R.count(above)).to(torch.float64)
-    hits = R.count(above & regions) + slots_left * R.count(equal & regions) / R.count(equal)
-    defined = (k > 0) & (total > 0)
-    return torch.where(defined, hits / k.to(torch.float64).clamp(min=1), float("nan")).to(torch.float32)
+    hits = top_k_hits(maps, regions, torch.where(defined, area, 0))
+    return torch.where(defined, hits / area.to(torch.float64).clamp(min=1), float("nan")).to(torch.float32)

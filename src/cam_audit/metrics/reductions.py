@@ -1,13 +1,16 @@
 """The per-sample reductions every score is built from, and the one check of their input.
 
-Each takes ``[N, H, W]`` tensors and returns one value per sample. They avoid what makes scores slow on a
-CPU: a float64 copy of the maps, reductions over bools (which convert every pixel to int64 first), bool
-selects (``torch.where`` runs several times slower than a multiply) and batch-sized temporaries.
+Each takes ``[N, H, W]`` tensors and returns one value per sample; :func:`batch_sums` computes, in one pass
+over a batch, what the scores it is asked for share, and checks the values on the way. They avoid what
+makes scores slow on a CPU: a float64 copy of the maps, reductions over bools (which convert every pixel
+to int64 first), bool selects (``torch.where`` runs several times slower than a multiply), batch-sized
+temporaries and passes that only check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -16,7 +19,9 @@ from torch import Tensor
 from cam_audit.errors import CamAuditError
 
 #: Bytes of work space a reduction takes at most, whatever the batch size (a float mask of the regions).
-WORK_BYTES = 8 * 2**20
+WORK_BYTES = 16 * 2**20
+#: Pixels from which an image is worth a call of its own on a CPU (NumPy counts and selections per image).
+ROW_PIXELS = 1024
 
 
 def check_regions(regions: object, caller: str) -> Tensor:
@@ -39,13 +44,10 @@ def check_regions(regions: object, caller: str) -> Tensor:
     return regions
 
 
-def check_maps(maps: object, regions: object, caller: str) -> tuple[Tensor, Tensor, Tensor]:
-    """The one check of every score's input.
-
-    Returns the maps (detached, not copied), the regions and each map's total mass ``Σ map`` (float64
-    ``[N]``). The values are checked without a pass of their own: the total is NaN or infinite when a
-    value is, and the per-map minimum (which propagates NaN) shows negative values.
-    """
+def check_maps(maps: object, regions: object, caller: str) -> tuple[Tensor, Tensor]:
+    """The maps (detached, not copied) and the regions, when both are tensors of one shape ``[N, H, W]`` on
+    one device, the maps floating point and the regions bool; otherwise a :class:`CamAuditError` naming
+    ``caller`` and the fix. The values are checked by :func:`batch_sums`, in the passes that sum them."""
     if not isinstance(maps, Tensor):
         raise CamAuditError(
             f"{caller}: maps must be a float torch.Tensor [N, H, W]; got {type(maps).__name__}."
@@ -72,12 +74,57 @@ def check_maps(maps: object, regions: object, caller: str) -> tuple[Tensor, Tens
             f"{caller}: maps are on {maps.device} but regions are on {regions.device}; "
             "move both to one device."
         )
-    maps = maps.detach()
-    if maps.numel() == 0:
-        return maps, regions, torch.zeros(maps.shape[0], dtype=torch.float64, device=maps.device)
-    total = mass(maps)
-    low = maps.amin(dim=(1, 2))
-    if not bool(torch.isfinite(total + low).all()):
+    return maps.detach(), regions
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What :func:`batch_sums` computes besides each region's size: ``total`` (``Σ map``), ``inside``
+    (``Σ map·region``), ``peak`` (``max map``), ``peak_inside`` (``max map·region``)."""
+
+    total: bool = False
+    inside: bool = False
+    peak: bool = False
+    peak_inside: bool = False
+
+
+@dataclass(frozen=True)
+class BatchSums:
+    """What the scores of one batch share, one value per sample; ``None`` where not :class:`Wanted`.
+
+    Attributes:
+        maps: the maps, detached; a float64 copy only where a row sum overflows the maps' precision.
+        area: int64 ``[N]``, ``Σ region`` (pixels).
+        nonzero: bool ``[N]``, whether the map has a value above 0 (the scores are undefined where not).
+        total: float64 ``[N]``, ``Σ map``.
+        inside: float64 ``[N]``, ``Σ map·region``.
+        peak: ``[N]`` in the maps' dtype, ``max map``.
+        peak_inside: ``[N]``, ``max map·region`` (0 for an empty region).
+    """
+
+    maps: Tensor
+    area: Tensor
+    nonzero: Tensor
+    total: Tensor | None = None
+    inside: Tensor | None = None
+    peak: Tensor | None = None
+    peak_inside: Tensor | None = None
+
+
+def batch_sums(maps: object, regions: object, caller: str, wanted: Wanted) -> BatchSums:
+    """Check a batch and compute what its scores share, in one pass over it slice by slice.
+
+    The values are checked without a pass of their own: the total (or, when it is not wanted, the peak)
+    is NaN or infinite when a value is, and the per-map minimum (which propagates NaN) shows negative
+    values. On maps ``>= 0`` the total is above 0 exactly when the peak is.
+
+    Raises:
+        CamAuditError: as :func:`check_maps`; a NaN, infinite or negative map value, naming the sample.
+    """
+    maps, regions = check_maps(maps, regions, caller)
+    sums, low = _batch_pass(maps, regions, wanted)
+    checked = sums.total if sums.total is not None else sums.peak
+    if checked is not None and not bool(torch.isfinite(checked + low).all()):
         not_finite = ~torch.isfinite(maps).flatten(1).all(dim=1)
         if not_finite.any():
             first = int(not_finite.nonzero()[0, 0])
@@ -87,8 +134,7 @@ def check_maps(maps: object, regions: object, caller: str) -> tuple[Tensor, Tens
                 "that sample."
             )
         # finite values so large that a row sum overflows: score a float64 copy (the only case that makes one)
-        maps = maps.to(torch.float64)
-        total = mass(maps)
+        sums, low = _batch_pass(maps.to(torch.float64), regions, wanted)
     negative = low < 0
     if negative.any():
         first = int(negative.nonzero()[0, 0])
@@ -98,26 +144,77 @@ def check_maps(maps: object, regions: object, caller: str) -> tuple[Tensor, Tens
             "maps. Pass maps >= 0 (CamEngine maps are): maps.clamp(min=0) keeps the positive evidence, "
             "maps.abs() counts both signs."
         )
-    return maps, regions, total
+    return sums
+
+
+def _batch_pass(maps: Tensor, regions: Tensor, wanted: Wanted) -> tuple[BatchSums, Tensor]:
+    """:class:`BatchSums` and the per-map minimum.
+
+    Each reduction of the maps is one call over the whole batch (on a CPU shared with other work, every
+    parallel call waits for both threads to be scheduled, so fewer, larger calls cost less); the sums and
+    peaks inside the regions come slice by slice of at most :data:`WORK_BYTES` of maps, the regions made a
+    float mask in one reused work buffer (a bool select, ``torch.where``, runs several times slower on a CPU
+    than a copy and a multiply, and a buffer as large as a big batch costs fresh pages at every call).
+    """
+    n, h, w = maps.shape
+    if not wanted.total:  # the peak then carries the check, and tells the maps that are all zero
+        wanted = replace(wanted, peak=True)
+    total = mass(maps) if wanted.total else None
+    peak = amax(maps) if wanted.peak else None
+    low = maps.amin(dim=(1, 2)) if maps.numel() else maps.new_zeros(n)
+    insides: list[Tensor] = []
+    peaks_inside: list[Tensor] = []
+    if wanted.inside or wanted.peak_inside:
+        step = max(1, WORK_BYTES // max(1, h * w * maps.element_size()))
+        buffer = maps.new_empty((min(step, n), h, w))
+        for start in range(0, n, step):
+            chunk = maps[start : start + step]
+            mask = buffer[: len(chunk)].copy_(regions[start : start + step].view(torch.uint8)).mul_(chunk)
+            if wanted.inside:
+                insides.append(mass(mask))
+            if wanted.peak_inside:
+                peaks_inside.append(amax(mask))
+    nonzero = total > 0 if total is not None else peak > 0 if peak is not None else low > 0
+    sums = BatchSums(
+        maps,
+        count(regions),
+        nonzero,
+        total,
+        _joined(insides, maps, torch.float64) if wanted.inside else None,
+        peak,
+        _joined(peaks_inside, maps, maps.dtype) if wanted.peak_inside else None,
+    )
+    return sums, low
+
+
+def _joined(parts: list[Tensor], maps: Tensor, dtype: torch.dtype) -> Tensor:
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=maps.device)
 
 
 def mass(values: Tensor) -> Tensor:
     """``Σ_ij values_ij`` per sample, float64 ``[N]``, of a float tensor ``[N, H, W]``.
 
     Each image row is summed in the values' precision (at least float32) and the row sums in float64: a
-    float64 copy of the maps would cost more than the sums themselves.
+    float64 copy of the maps would cost more than the sums themselves (``sum(dtype=torch.float64)`` makes
+    one).
     """
     rows = values.sum(dim=2, dtype=torch.promote_types(values.dtype, torch.float32))
-    return rows.to(torch.float64).sum(dim=1)
+    return rows.sum(dim=1, dtype=torch.float64)
 
 
 def count(regions: Tensor) -> Tensor:
     """``True`` pixels per sample, int64 ``[N]``, of a bool tensor ``[N, H, W]``.
 
-    Counted as int8 bytes summed along each image row into int16 (int32 for rows longer than int16
-    holds): summing bools directly converts every pixel to int64 first, which takes several times longer.
+    On a CPU each image of at least :data:`ROW_PIXELS` pixels is counted by NumPy (bytes tested eight at a
+    time), the others together as int8 summed along each image row into int16 (int32 for rows longer
+    than int16 holds): summing bools directly converts every pixel to int64 first, which takes several
+    times longer.
     """
-    row_type = torch.int16 if regions.shape[2] <= torch.iinfo(torch.int16).max else torch.int32
+    n, h, w = regions.shape
+    if regions.device.type == "cpu" and h * w >= ROW_PIXELS:
+        images = regions.reshape(n, h * w).numpy()
+        return torch.tensor([np.count_nonzero(image) for image in images], dtype=torch.int64).reshape(n)
+    row_type = torch.int16 if w <= torch.iinfo(torch.int16).max else torch.int32
     rows = regions.view(torch.int8).sum(dim=2, dtype=row_type)
     return rows.sum(dim=1, dtype=torch.int64)
 
@@ -145,8 +242,8 @@ def masked(maps: Tensor, regions: Tensor, *reductions: Callable[[Tensor], Tensor
 
 
 def amax(values: Tensor) -> Tensor:
-    """The largest value of each sample, ``[N]``."""
-    return values.amax(dim=(1, 2))
+    """The largest value of each sample, ``[N]`` (0 for samples without pixels)."""
+    return values.amax(dim=(1, 2)) if values.numel() else values.new_zeros(len(values))
 
 
 def dilate(regions: Tensor, radius: int) -> Tensor:
@@ -171,38 +268,17 @@ def dilate(regions: Tensor, radius: int) -> Tensor:
     return window > 0
 
 
-def kth_largest(values: Tensor, k: Tensor) -> Tensor:
-    """The ``k[i]``-th largest value of each row of ``values`` ``[N, P]`` (``1 <= k[i] <= P``), ``[N]``.
-
-    A selection, not a sort. On a CPU each row goes through NumPy's introselect (``torch.topk`` and
-    ``torch.kthvalue`` carry an index with every value there and take about ten times longer); on other
-    devices ``torch.topk`` reads rows whose ``k`` lies in the upper half from their largest values and the
-    others as the ``(P - k + 1)``-th smallest, so neither selection is longer than half a row.
-    """
-    pixels = values.shape[1]
-    if values.device.type == "cpu" and values.dtype in (torch.float16, torch.float32, torch.float64):
-        rows, ranks = values.numpy(), (pixels - k).tolist()
-        chosen_values = [np.partition(row, rank)[rank] for row, rank in zip(rows, ranks, strict=True)]
-        return torch.from_numpy(np.array(chosen_values, dtype=rows.dtype).reshape(len(ranks)))
-    kth = torch.empty(values.shape[0], dtype=values.dtype, device=values.device)
-    from_bottom = k > pixels // 2
-    for rows_here, largest, rank in ((~from_bottom, True, k), (from_bottom, False, pixels - k + 1)):
-        if not bool(rows_here.any()):
-            continue
-        chosen, wanted = (values, rank) if bool(rows_here.all()) else (values[rows_here], rank[rows_here])
-        best = chosen.topk(int(wanted.max()), dim=1, largest=largest, sorted=True).values
-        kth[rows_here] = best.gather(1, (wanted - 1)[:, None])[:, 0]
-    return kth
-
-
 __all__ = [
+    "ROW_PIXELS",
     "WORK_BYTES",
+    "BatchSums",
+    "Wanted",
     "amax",
+    "batch_sums",
     "check_maps",
     "check_regions",
     "count",
     "dilate",
-    "kth_largest",
     "mass",
     "masked",
 ]

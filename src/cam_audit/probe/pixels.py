@@ -131,6 +131,17 @@ def to_unit(pixels: Pixels, channels: int = 3) -> np.ndarray:
     return np.repeat(colour, 3, axis=-1) if colour.shape[-1] == 1 else colour
 
 
+def to_image(pixels: Pixels, channels: int = 3) -> torch.Tensor:
+    """Float32 ``[channels, H, W]`` in ``[0, 1]``: :func:`to_unit` laid out as a torch image.
+
+    Example:
+        >>> red = Pixels(np.array([[[255, 0, 0]]], dtype=np.uint8), 255, "RGB", lossy=False)
+        >>> to_image(red).flatten().tolist()
+        [1.0, 0.0, 0.0]
+    """
+    return torch.from_numpy(np.ascontiguousarray(to_unit(pixels, channels).transpose(2, 0, 1)))
+
+
 def mask_from_pixels(pixels: Pixels, path: Path, where: str) -> np.ndarray:
     """Bool ``[H, W]``: the pixels inside the mask, by the rule in this module's docstring.
 
@@ -248,4 +259,12 @@ def _from_pillow(img: Image.Image, path: Path, what: str) -> Pixels:
     return Pixels(values if values.ndim == 3 else values[..., None], 255, mode, lossy)
 
 
-__all__ = ["LOSSY_FORMATS", "Pixels", "check_known_range", "decode_pixels", "mask_from_pixels", "to_unit"]
+__all__ = [
+    "LOSSY_FORMATS",
+    "Pixels",
+    "check_known_range",
+    "decode_pixels",
+    "mask_from_pixels",
+    "to_image",
+    "to_unit",
+]

@@ -15,6 +15,7 @@ from torchvision import tv_tensors
 from cam_audit.errors import CamAuditError, ProbeError
 from cam_audit.probe.batch import ProbeBatch, collate
 from cam_audit.probe.fingerprint import FingerprintCache
+from cam_audit.probe.image_cache import IMAGE_CACHE_BYTES, ImageCache
 from cam_audit.probe.sample import ProbeSample
 from cam_audit.probe.validation import check_images, check_labels, check_transform, split_boxes, split_masks
 from cam_audit.regions import target_regions
@@ -37,6 +38,10 @@ class ProbeSet(Dataset):
     ``"boxes"`` (``tv_tensors.BoundingBoxes`` XYXY), ``"masks"`` (``tv_tensors.Mask`` bool ``[K, H, W]``),
     ``"spurious_boxes"`` / ``"spurious_masks"`` (omitted for samples without a spurious region).
     The optional ``transform`` (``torchvision.transforms.v2``) is applied jointly to ``(image, target)``.
+    Image files are decoded on first access and kept, before any transform, up to ``cache_bytes``
+    (keyword only; default :data:`~cam_audit.probe.image_cache.IMAGE_CACHE_BYTES`, 256 MiB; ``0``
+    decodes at every access) while each file keeps its size and modification time
+    (:mod:`cam_audit.probe.image_cache`): later audits do not decode them again.
 
     Example:
         >>> probe = ProbeSet.from_tensors(torch.rand(4, 3, 8, 8), [0, 1, 0, 1],
@@ -54,6 +59,8 @@ class ProbeSet(Dataset):
         samples: Sequence[ProbeSample],
         classes: Sequence[str] | None = None,
         transform: Transform | None = None,
+        *,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> None:
         if len(samples) == 0:
             raise ProbeError("the probe set is empty; give at least one image with a label and a region.")
@@ -66,6 +73,7 @@ class ProbeSet(Dataset):
         self._regions: dict[int, tuple[Tensor, Tensor]] = {}
         self._region_bytes = 0
         self._fingerprint = FingerprintCache()
+        self._images = ImageCache(cache_bytes)
 
     @classmethod
     def from_tensors(
@@ -131,6 +139,7 @@ class ProbeSet(Dataset):
         *,
         categories: Mapping[str | int, int] | None = None,
         channels: int | None = None,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> ProbeSet:
         """Build a probe set from a COCO instances file; images are read lazily from ``image_dir``.
 
@@ -143,7 +152,7 @@ class ProbeSet(Dataset):
         objects, with that class's objects as its object region and the image's spurious regions; the
         samples share ``target["image_id"]`` (the COCO image id) and are named ``"<file_name>#<class>"``
         (an image of one class keeps its ``file_name``). Images are scaled by their bit depth (see
-        :meth:`from_csv`); ``channels`` as there.
+        :meth:`from_csv`); ``channels`` and ``cache_bytes`` as there.
 
         Raises:
             ProbeError: naming the file, entry (``annotations[3]``) and field for a malformed structure;
@@ -153,7 +162,7 @@ class ProbeSet(Dataset):
         from cam_audit.probe.coco import load_coco
 
         samples, classes = load_coco(annotation_json, image_dir, spurious_categories, categories, channels)
-        return cls(samples, classes=classes, transform=transform)
+        return cls(samples, classes=classes, transform=transform, cache_bytes=cache_bytes)
 
     @classmethod
     def from_csv(
@@ -163,6 +172,7 @@ class ProbeSet(Dataset):
         *,
         classes: Sequence[str] | None = None,
         channels: int | None = None,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> ProbeSet:
         """Build a probe set from a manifest CSV with one row per region.
 
@@ -178,7 +188,8 @@ class ProbeSet(Dataset):
         only): ``None`` or 3 for RGB (grayscale repeated), 1 for one channel (the luminance
         ``0.299 R + 0.587 G + 0.114 B`` of colour files). A mask is read from its colour, or from its alpha
         channel when only the alpha varies; non-zero is inside in lossless 8-bit files, above half the range
-        in lossy (JPEG, WebP) and 16-bit ones (:mod:`cam_audit.probe.pixels`).
+        in lossy (JPEG, WebP) and 16-bit ones (:mod:`cam_audit.probe.pixels`). ``cache_bytes`` (keyword
+        only): bytes of decoded images kept between audits (see the class docstring).
 
         Raises:
             ProbeError: naming the file and row (missing column, empty file, missing or undecodable image,
@@ -187,7 +198,7 @@ class ProbeSet(Dataset):
         from cam_audit.probe.loaders import load_csv
 
         samples, classes = load_csv(manifest_csv, classes, channels)
-        return cls(samples, classes=classes, transform=transform)
+        return cls(samples, classes=classes, transform=transform, cache_bytes=cache_bytes)
 
     @classmethod
     def from_mask_dir(
@@ -200,6 +211,7 @@ class ProbeSet(Dataset):
         spurious_mask_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
         channels: int | None = None,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> ProbeSet:
         """Build a probe set from an image folder and a folder of object masks with the same file stems.
 
@@ -208,8 +220,9 @@ class ProbeSet(Dataset):
         (a ``.png`` first), compared literally (``cat [1].png`` finds ``cat [1].png``); it is read by the
         rule of :meth:`from_csv`. One mask per image has one class, so ``labels_csv`` lists each image once
         (for images with objects of several classes use :meth:`from_csv` with a mask per class, or
-        :meth:`from_coco`). ``spurious_mask_dir`` (keyword only, like ``classes`` and ``channels``, which
-        is as in :meth:`from_csv`) optionally holds spurious-cue masks for some of the images.
+        :meth:`from_coco`). ``spurious_mask_dir`` (keyword only, like ``classes``, ``channels`` and
+        ``cache_bytes``, which are as in :meth:`from_csv`) optionally holds spurious-cue masks for some of
+        the images.
 
         Raises:
             ProbeError: naming the row or file (missing folder, image or mask, mask of the wrong size, an
@@ -220,14 +233,14 @@ class ProbeSet(Dataset):
         samples, classes = load_mask_dir(
             image_dir, mask_dir, labels_csv, spurious_mask_dir, classes, channels
         )
-        return cls(samples, classes=classes, transform=transform)
+        return cls(samples, classes=classes, transform=transform, cache_bytes=cache_bytes)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         sample = self.samples[index]
-        image = tv_tensors.Image(sample.load_image())
+        image = tv_tensors.Image(self._images.load(sample))
         target: dict[str, Any] = {
             "label": sample.label,
             "sample_id": sample.sample_id,
@@ -279,11 +292,10 @@ class ProbeSet(Dataset):
         return [sample.sample_id for sample in self.samples]
 
     def subset(self, indices: Sequence[int] | Tensor) -> ProbeSet:
-        """A probe set of the samples at ``indices`` (same classes and transform, ids kept)."""
+        """A probe set of the samples at ``indices`` (same classes, transform and cache limit, ids kept)."""
         positions = self._positions(indices)
-        return type(self)(
-            [self.samples[i] for i in positions], classes=self.classes, transform=self.transform
-        )
+        samples = [self.samples[i] for i in positions]
+        return type(self)(samples, self.classes, self.transform, cache_bytes=self._images.max_bytes)
 
     def stratified(self, n_per_class: int, seed: int = 0) -> ProbeSet:
         """A class-balanced subset: ``n_per_class`` samples of every class, chosen reproducibly by ``seed``.
@@ -368,7 +380,7 @@ class ProbeSet(Dataset):
         if pair is not None:
             # kept regions mean no transform: the stored image is what probe[position] would give, without
             # wrapping every box and mask in a tv_tensor on the way
-            return sample.load_image(), sample.label, sample.sample_id, pair
+            return self._images.load(sample), sample.label, sample.sample_id, pair
         image, target = self[position]
         size = (int(image.shape[-2]), int(image.shape[-1]))
         pair = (target_regions(target, size, "object"), target_regions(target, size, "spurious"))

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from cam_audit.errors import ProbeError
-from cam_audit.probe.pixels import check_known_range, decode_pixels, to_unit
+from cam_audit.probe.pixels import check_known_range, decode_pixels, to_image
 
 
 @dataclass(frozen=True)
@@ -78,8 +76,7 @@ def read_image(path: Path, channels: int = 3) -> Tensor:
     Raises:
         ProbeError: the file is missing or cannot be decoded, or holds 32-bit integer or float pixels.
     """
-    pixels = decode_pixels(path, "image")
-    return torch.from_numpy(np.ascontiguousarray(to_unit(pixels, channels).transpose(2, 0, 1)))
+    return to_image(decode_pixels(path, "image"), channels)
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:

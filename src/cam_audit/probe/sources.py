@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cam_audit.probe.image_cache import IMAGE_CACHE_BYTES, check_cache_bytes
 from cam_audit.probe.probeset import ProbeSet
 from cam_audit.probe.validation import check_channels, check_transform
 
@@ -63,6 +64,8 @@ class CocoProbe(ProbeSource):
         categories: ``{category id or name: class index}``; default: the other categories, by id.
         channels: ``None`` or 3: images decoded to RGB; 1: to one channel (grayscale, or the luminance of
             colour files).
+        cache_bytes: bytes of decoded images kept between audits (default 256 MiB; 0: decode at every
+            audit).
     """
 
     def __init__(
@@ -74,9 +77,11 @@ class CocoProbe(ProbeSource):
         *,
         categories: dict[str | int, int] | None = None,
         channels: int | None = None,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> None:
         check_transform(transform)
         channels = check_channels(channels)
+        self.cache_bytes = check_cache_bytes(cache_bytes)
         self.annotation_json = annotation_json
         self.image_dir = image_dir
         self.spurious_categories = (
@@ -94,6 +99,7 @@ class CocoProbe(ProbeSource):
             transform=self.transform,
             categories=self.categories,
             channels=self.channels,
+            cache_bytes=self.cache_bytes,
         )
 
 
@@ -106,6 +112,8 @@ class CsvProbe(ProbeSource):
         classes: class names in index order; default: the names in the CSV, sorted.
         channels: ``None`` or 3: images decoded to RGB; 1: to one channel (grayscale, or the luminance of
             colour files).
+        cache_bytes: bytes of decoded images kept between audits (default 256 MiB; 0: decode at every
+            audit).
     """
 
     def __init__(
@@ -115,9 +123,11 @@ class CsvProbe(ProbeSource):
         *,
         classes: list[str] | None = None,
         channels: int | None = None,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> None:
         check_transform(transform)
         channels = check_channels(channels)
+        self.cache_bytes = check_cache_bytes(cache_bytes)
         self.manifest_csv = manifest_csv
         self.transform = transform
         self.classes = classes
@@ -125,7 +135,11 @@ class CsvProbe(ProbeSource):
 
     def load(self) -> ProbeSet:
         return ProbeSet.from_csv(
-            self.manifest_csv, transform=self.transform, classes=self.classes, channels=self.channels
+            self.manifest_csv,
+            transform=self.transform,
+            classes=self.classes,
+            channels=self.channels,
+            cache_bytes=self.cache_bytes,
         )
 
 
@@ -141,6 +155,8 @@ class MaskDirProbe(ProbeSource):
         classes: class names in index order.
         channels: ``None`` or 3: images decoded to RGB; 1: to one channel (grayscale, or the luminance of
             colour files).
+        cache_bytes: bytes of decoded images kept between audits (default 256 MiB; 0: decode at every
+            audit).
     """
 
     def __init__(
@@ -153,9 +169,11 @@ class MaskDirProbe(ProbeSource):
         spurious_mask_dir: str | Path | None = None,
         classes: list[str] | None = None,
         channels: int | None = None,
+        cache_bytes: int = IMAGE_CACHE_BYTES,
     ) -> None:
         check_transform(transform)
         channels = check_channels(channels)
+        self.cache_bytes = check_cache_bytes(cache_bytes)
         self.image_dir = image_dir
         self.mask_dir = mask_dir
         self.labels_csv = labels_csv
@@ -173,6 +191,7 @@ class MaskDirProbe(ProbeSource):
             spurious_mask_dir=self.spurious_mask_dir,
             classes=self.classes,
             channels=self.channels,
+            cache_bytes=self.cache_bytes,
         )
 
 
