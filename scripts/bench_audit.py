@@ -8,7 +8,8 @@ Two workloads, each model in eval mode with fixed random weights:
   watermark, in batches of 64 (the callback's default).
 
 For each, one round times a plain no-grad forward over the probe (the floor: no audit that computes
-maps can cost less), ``audit(counterfactual=False)`` and ``audit(counterfactual=True)``, in that order;
+maps can cost less), ``audit(counterfactual=False)``, ``audit(counterfactual=True)`` and, with
+``--discover``, ``audit(counterfactual=True, discover=True)``, in that order;
 rounds repeat after a warm-up, so drifting load on a shared machine hits every arm alike, and the medians
 are compared. Then each score of :mod:`cam_audit.metrics.functional`, and ``localisation()`` giving all of
 them at once, is timed on 256 maps of 224x224 (median of ``--metric-calls`` calls, input checks included):
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -83,10 +85,11 @@ def bench_workload(name: str, packages: list[ModuleType], args: argparse.Namespa
             for batch in images:
                 model(batch)
 
-    def audit_arm(package: ModuleType, counterfactual: bool) -> Callable[[], object]:
+    def audit_arm(package: ModuleType, counterfactual: bool, discover: bool = False) -> Callable[[], object]:
         probe = probes[package.__name__]
+        options = {"discover": True} if discover else {}  # an older package has no discover=
         return lambda: package.audit(
-            model, probe, layer, batch_size=batch_size, counterfactual=counterfactual
+            model, probe, layer, batch_size=batch_size, counterfactual=counterfactual, **options
         )
 
     arms: dict[str, Callable[[], object]] = {"no-grad forward": forward}
@@ -94,6 +97,8 @@ def bench_workload(name: str, packages: list[ModuleType], args: argparse.Namespa
         label = "" if len(packages) == 1 else f" ({package.__name__})"
         arms[f"audit, no counterfactual{label}"] = audit_arm(package, False)
         arms[f"audit, counterfactual{label}"] = audit_arm(package, True)
+        if args.discover and "discover" in inspect.signature(package.audit).parameters:
+            arms[f"audit, counterfactual + discovery{label}"] = audit_arm(package, True, discover=True)
     times: dict[str, list[float]] = {arm: [] for arm in arms}
     for round_index in range(args.warmup + args.repeats):
         for arm, run in arms.items():
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--metric-calls", type=int, default=20, help="timed calls of each score")
     parser.add_argument("--no-metrics", action="store_true", help="skip the scores' own timing")
+    parser.add_argument("--discover", action="store_true",
+                        help="also time audit(discover=True) (cues nobody annotated, bg_gap) in each round")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--compare", default=None, help="another copy of the package, by module name")
     args = parser.parse_args(argv)
