@@ -267,3 +267,5 @@ def test_no_target_layer_features_are_held_after_an_audit(corner_model):
     run = AuditRun(engine, probe, ShortcutPolicy(), discover=True)
     run()
     assert engine.keep_features and engine.last_features is None
+    run.galleries()
+    assert engine.last_features is None

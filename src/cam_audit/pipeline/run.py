@@ -261,7 +261,10 @@ class AuditRun:
             return {}
         from cam_audit.pipeline.gallery import cue_galleries
 
-        return cue_galleries(self.engine, self.probe, self.discovered, self.device, per_cue)
+        try:
+            return cue_galleries(self.engine, self.probe, self.discovered, self.device, per_cue)
+        finally:
+            self.engine.last_features = None  # the gallery's engine calls keep none either
 
     def finish(
         self,
