@@ -65,31 +65,15 @@ def _seeds(text: str) -> list[int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few small models: a smoke run")
+    study.add_study_arguments(parser)
     parser.add_argument(
         "--seeds", type=_seeds, default=None, help="comma-separated seeds (default 0,1,2; quick 0)"
     )
     parser.add_argument(
         "--held-out", type=_seeds, default=None, help="seeds reported apart (default 3,4; quick none)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 8; quick 2)")
-    parser.add_argument("--n-train", type=int, default=None, help="training scenes (default 1200; quick 300)")
-    parser.add_argument("--n-probe", type=int, default=96, help="probe scenes per model")
-    parser.add_argument("--n-test", type=int, default=600, help="test scenes for each accuracy")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pools", default="avg,max", help="comma-separated heads: avg, max")
-    parser.add_argument("--shortcut-drop", type=float, default=0.10, help="accuracy drop of a shortcut model")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-spray", action="store_true", help="skip ShortKit-ML's SpRAy even if installed")
     parser.add_argument("--out", type=Path, default=None, help="write each model's two reports here")
-    parser.add_argument(
-        "--from-reports",
-        type=Path,
-        default=None,
-        help="judge the reports an earlier run wrote with --out instead of training again",
-    )
     return parser
 
 
@@ -97,16 +81,7 @@ def _train(
     args: argparse.Namespace, pools: list[str], policy: ShortcutPolicy, started: float
 ) -> list[tuple[AuditReport, AuditReport]]:
     """Train and audit every model of the run, saving its reports (``--out``) with a progress line each."""
-    settings = study.StudySettings.for_run(
-        args.quick,
-        epochs=args.epochs,
-        n_train=args.n_train,
-        n_probe=args.n_probe,
-        n_test=args.n_test,
-        image_size=args.image_size,
-        width=args.width,
-        batch_size=args.batch_size,
-    )
+    settings = study.settings_from(args)
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     held_out = args.held_out if args.held_out is not None else ([] if args.quick else [3, 4])
     spray = not args.no_spray and study.spray_available()

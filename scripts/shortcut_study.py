@@ -57,28 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few small models: a smoke run")
+    study.add_study_arguments(parser)
     parser.add_argument("--seeds", type=int, default=None, help="seeds per condition (default 3; quick 1)")
     parser.add_argument(
         "--first-seed", type=int, default=0, help="seeds run from here (a held-out check of chosen defaults)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 8; quick 2)")
-    parser.add_argument("--n-train", type=int, default=None, help="training scenes (default 1200; quick 300)")
-    parser.add_argument("--n-probe", type=int, default=96, help="probe scenes per model")
-    parser.add_argument("--n-test", type=int, default=600, help="test scenes for each accuracy")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pools", default="avg,max", help="comma-separated heads: avg, max")
-    parser.add_argument("--shortcut-drop", type=float, default=0.10, help="accuracy drop of a shortcut model")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="write each model's report.json here")
-    parser.add_argument(
-        "--from-reports",
-        type=Path,
-        default=None,
-        help="judge the reports an earlier run wrote with --out instead of training again",
-    )
     return parser
 
 
@@ -86,16 +70,7 @@ def _train(
     args: argparse.Namespace, pools: list[str], policy: ShortcutPolicy, started: float
 ) -> list[AuditReport]:
     """Train and audit every model of the run, saving each report (``--out``) and printing a progress line."""
-    settings = study.StudySettings.for_run(
-        args.quick,
-        epochs=args.epochs,
-        n_train=args.n_train,
-        n_probe=args.n_probe,
-        n_test=args.n_test,
-        image_size=args.image_size,
-        width=args.width,
-        batch_size=args.batch_size,
-    )
+    settings = study.settings_from(args)
     seeds = range(args.first_seed, args.first_seed + (args.seeds or (1 if args.quick else 3)))
     reports = []
     for report in study.train_study(study.conditions(args.quick), pools, seeds, settings, audit):

@@ -11,6 +11,7 @@ models plus two with a background cue and audits each with and without the annot
 ShortKit-ML's SpRAy (:mod:`~.spray`). ``scripts/discovery_study.py`` runs and prints it.
 """
 
+from cam_audit.synthetic.study.arguments import add_study_arguments, settings_from
 from cam_audit.synthetic.study.discovery import (
     BACKGROUND_CONDITIONS,
     REPORT_KINDS,
@@ -62,6 +63,8 @@ from cam_audit.synthetic.study.training import (
 )
 
 __all__ = [
+    "add_study_arguments",
+    "settings_from",
     "BACKGROUND_CONDITIONS",
     "EVIDENCE_KINDS",
     "INSTALL_HINT",
