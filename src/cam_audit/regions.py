@@ -118,6 +118,25 @@ def masks_to_region(masks: Tensor, canvas_size: tuple[int, int]) -> Tensor:
     return masks.to(torch.bool).any(dim=0)
 
 
+def region_boxes(regions: Tensor) -> Tensor:
+    """The tight xyxy box of each bool region ``[N, H, W]``, float32 ``[N, 4]`` (maximum edges exclusive,
+    NaN for an empty region).
+
+    Example:
+        >>> region = torch.zeros(2, 4, 5, dtype=torch.bool); region[0, 1:3, 2:5] = True
+        >>> region_boxes(region).tolist()
+        [[2.0, 1.0, 5.0, 3.0], [nan, nan, nan, nan]]
+    """
+    cols, rows = regions.any(dim=1), regions.any(dim=2)  # [N, W], [N, H]
+    width, height = cols.shape[1], rows.shape[1]
+    x_min = cols.to(torch.uint8).argmax(dim=1)
+    y_min = rows.to(torch.uint8).argmax(dim=1)
+    x_max = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
+    y_max = height - rows.flip(1).to(torch.uint8).argmax(dim=1)
+    boxes = torch.stack([x_min, y_min, x_max, y_max], dim=1).to(torch.float32)
+    return boxes.masked_fill(~rows.any(dim=1, keepdim=True), math.nan)
+
+
 def target_regions(target: Mapping[str, Any], canvas_size: tuple[int, int], role: RegionRole) -> Tensor:
     """Union of a probe target's boxes and masks for one role.
 
@@ -155,4 +174,4 @@ def target_regions(target: Mapping[str, Any], canvas_size: tuple[int, int], role
     return region
 
 
-__all__ = ["RegionRole", "boxes_to_mask", "masks_to_region", "target_regions"]
+__all__ = ["RegionRole", "boxes_to_mask", "masks_to_region", "region_boxes", "target_regions"]

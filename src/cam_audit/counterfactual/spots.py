@@ -24,6 +24,8 @@ import torch.nn.functional as nnf
 from scipy import ndimage
 from torch import Tensor
 
+from cam_audit.regions import region_boxes
+
 #: A candidate's peak must reach this share of the map's own peak (weaker spots are noise of the map).
 MIN_PEAK_SHARE = 0.25
 #: The candidate is the connected part of the off-object map above this share of its peak.
@@ -128,12 +130,7 @@ def spot_geometry(maps: Tensor, spots: Tensor) -> dict[str, Tensor]:
     xs = torch.arange(width, dtype=torch.float64, device=maps.device)
     cy = (weights.sum(dim=2) * ys).sum(dim=1) / total.clamp_min(1e-300)
     cx = (weights.sum(dim=1) * xs).sum(dim=1) / total.clamp_min(1e-300)
-    rows, cols = spots.any(dim=2), spots.any(dim=1)
-    big = torch.tensor(1e9, dtype=torch.float64, device=maps.device)
-    y_min = torch.where(rows, ys, big).amin(dim=1)
-    y_max = torch.where(rows, ys, -big).amax(dim=1) + 1
-    x_min = torch.where(cols, xs, big).amin(dim=1)
-    x_max = torch.where(cols, xs, -big).amax(dim=1) + 1
+    x_min, y_min, x_max, y_max = region_boxes(spots).to(torch.float64).unbind(dim=1)
     mass = total / maps.to(torch.float64).sum(dim=(1, 2)).clamp_min(1e-300)
     out = {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max, "cx": cx, "cy": cy, "mass": mass}
     return {k: torch.where(has, v, torch.full_like(v, math.nan)) for k, v in out.items()}

@@ -32,6 +32,7 @@ from cam_audit.errors import CamAuditError
 from cam_audit.pipeline.collectives import Collectives
 from cam_audit.pipeline.tables import background_partners, cue_partners, cue_table
 from cam_audit.probe import ProbeBatch, ProbeSet
+from cam_audit.regions import region_boxes
 from cam_audit.report.cues import empty_cues
 
 
@@ -146,15 +147,8 @@ class SpotCollector:
 
 def _boxes(regions: Tensor) -> dict[str, np.ndarray]:
     """The object's box per sample (``ox_min .. oy_max``, exclusive maximum; NaN without an object)."""
-    n, height, width = regions.shape
-    rows, cols = regions.any(dim=2).cpu().numpy(), regions.any(dim=1).cpu().numpy()
-    out = {k: np.full(n, np.nan) for k in ("ox_min", "oy_min", "ox_max", "oy_max")}
-    for i in range(n):
-        if rows[i].any():
-            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
-            out["ox_min"][i], out["ox_max"][i] = xs[0], xs[-1] + 1
-            out["oy_min"][i], out["oy_max"][i] = ys[0], ys[-1] + 1
-    return out
+    boxes = region_boxes(regions).cpu().double().numpy()
+    return {k: boxes[:, i] for i, k in enumerate(("ox_min", "oy_min", "ox_max", "oy_max"))}
 
 
 @dataclass

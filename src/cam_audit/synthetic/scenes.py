@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from cam_audit.errors import CamAuditError, check_choice
+from cam_audit.regions import region_boxes
 from cam_audit.synthetic.backgrounds import BackgroundCue, add_background_cue, check_background
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def make_scenes(
 
     origin = _place_objects(side, size, tag_boxes, has_tag, generator)
     object_masks = _draw_shapes(labels, origin, side, size)
-    object_boxes = _tight_boxes(object_masks)
+    object_boxes = region_boxes(object_masks)
     background, background_classes = add_background_cue(
         background,
         labels,
@@ -361,17 +362,6 @@ def _draw_shapes(labels: Tensor, origin: Tensor, side: Tensor, size: int) -> Ten
         chosen = labels == label
         masks[chosen] = _SHAPES[label](u[chosen], v[chosen])
     return masks
-
-
-def _tight_boxes(masks: Tensor) -> Tensor:
-    """Tight xyxy boxes ``[N, 4]`` of non-empty masks ``[N, H, W]`` (max edges exclusive)."""
-    cols, rows = masks.any(dim=1), masks.any(dim=2)  # [N, W], [N, H]
-    width, height = cols.shape[1], rows.shape[1]
-    x_min = cols.to(torch.uint8).argmax(dim=1)
-    y_min = rows.to(torch.uint8).argmax(dim=1)
-    x_max = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
-    y_max = height - rows.flip(1).to(torch.uint8).argmax(dim=1)
-    return torch.stack([x_min, y_min, x_max, y_max], dim=1).to(torch.float32)
 
 
 __all__ = ["CLASS_NAMES", "BackgroundCue", "SceneData", "WatermarkMode", "make_scenes"]
