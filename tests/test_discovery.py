@@ -80,6 +80,47 @@ def test_a_tag_whose_presence_is_the_cue_is_one_cue_at_four_places():
     assert row["flip_rate"] - row["control_flip_rate"] >= 0.3
 
 
+class _PulledAway(torch.nn.Module):
+    """Green pixels are evidence for class 0, red ones (ten times stronger per pixel) for class 1, and class
+    2 wins on a plain image: a red tag turns a green object's image into class 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Conv2d(3, 2, 1)
+        self.head = torch.nn.Linear(2, 3)
+        with torch.no_grad():
+            self.features.weight.zero_()
+            self.features.bias.zero_()
+            self.features.weight[0, 1] = 1.0  # channel 0: green
+            self.features.weight[1, 0] = 1.0  # channel 1: red
+            self.head.weight.copy_(torch.tensor([[4.0, 0.0], [0.0, 40.0], [0.0, 0.0]]))
+            self.head.bias.copy_(torch.tensor([0.0, 0.0, 0.2]))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.features(images)).mean(dim=(2, 3)))
+
+
+def test_a_cue_that_pulls_away_from_the_label_is_found_in_the_map_of_the_decided_class():
+    """Every sample is a green object of class 0; half carry a red tag in the top-left corner, which the
+    model decides as class 1. The label's map lies on the object only (no candidate off it), so the tag is
+    found in the map of the class the model decided, and belongs to that class."""
+    images = torch.zeros(16, 3, SIZE, SIZE)
+    images[:, 1, 10:22, 10:22] = 1.0
+    images[::2, 0, 1:7, 1:7] = 1.0
+    masks = torch.zeros(16, SIZE, SIZE, dtype=torch.bool)
+    masks[:, 10:22, 10:22] = True
+    probe = ProbeSet.from_tensors(images, [0] * 16, masks=masks, classes=["object", "tag", "plain"])
+    model = _PulledAway().eval()
+    assert model(images).argmax(dim=1).tolist() == [1, 0] * 8
+    report = audit(model, probe, target_layer="features", discover=True)
+    (cue,) = report.cues.to_dict("records")
+    assert cue["class"] == "tag" and cue["n_samples"] == 8 and bool(cue["confirmed"])
+    assert (cue["x_min"], cue["y_min"], cue["x_max"], cue["y_max"]) == (1.0, 1.0, 7.0, 7.0)
+    assert cue["where"].startswith("top-left corner")
+    # pasted into the untagged images (decided as the label), the tag moves them all; its control none
+    assert (cue["n_paste"], cue["paste_rate"], cue["control_paste_rate"]) == (8, 1.0, 0.0)
+
+
 def test_a_clean_model_gets_no_confirmed_cue_and_no_background_gap(clean_model):
     scenes = make_scenes(96, image_size=SIZE, watermark="random", seed=2)
     report = audit(clean_model, _object_only(scenes), target_layer="features", discover=True)

@@ -108,13 +108,14 @@ class SpotCollector:
         height, width = maps.shape[-2:]
         stride = stride_of((height, width), self.engine.feature_size)
         regions = batch.regions.to(maps.device)
-        spots = hot_spots(maps, regions, stride)
-        geometry = {k: v.cpu().numpy() for k, v in spot_geometry(maps, spots).items()}
         targets = rows["target"].long()
         if self.engine.task == "multilabel":
             before = (rows["confidence"] > 0.5).long()
         else:
             before = rows["prediction"].long()
+        maps, targets = self._decided(batch, maps, targets, before)
+        spots = hot_spots(maps, regions, stride)
+        geometry = {k: v.cpu().numpy() for k, v in spot_geometry(maps, spots).items()}
         frame = pd.DataFrame({
             "index": batch.indices.cpu().numpy(), "label": batch.labels.cpu().numpy(),
             "target": targets.cpu().numpy(), "before": before.cpu().numpy(),
@@ -128,6 +129,24 @@ class SpotCollector:
         self._describe(frame, height, width)
         self._frames.append(frame)
         self.spots.frame = pd.concat(self._frames, ignore_index=True)
+
+    def _decided(
+        self, batch: ProbeBatch, maps: Tensor, targets: Tensor, before: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The maps and classes candidates are looked for in: a sample the model decides as another class
+        than the one explained (multiclass, binary) is looked at in the map of the class it decided, so a
+        cue that pulls the model away from the label is seen where it pulls to (the label's map does not
+        light up on it); the candidate then belongs to that class."""
+        wrong = (before != targets).nonzero()[:, 0] if self.engine.task != "multilabel" else before[:0]
+        if not len(wrong):
+            return maps, targets
+        features = self.engine.last_features  # the whole batch's, for the candidates' descriptors
+        decided = self.engine(batch.images[wrong.to(batch.images.device)], before[wrong])
+        self.engine.last_features = features
+        maps, targets = maps.clone(), targets.clone()
+        maps[wrong.to(maps.device)] = decided.maps.to(maps)
+        targets[wrong] = before[wrong]
+        return maps, targets
 
     def _describe(self, frame: pd.DataFrame, height: int, width: int) -> None:
         """Keep the unit feature vector at the centre of each candidate (the engine's last features)."""
