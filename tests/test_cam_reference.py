@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cam_audit.cam import CamEngine
+from cam_audit.cam.weights import gradcam_plus_plus_weights
 
 
 def reference_maps(
@@ -48,19 +49,40 @@ def reference_maps(
     if reshape_transform is not None:
         a, g = reshape_transform(a), reshape_transform(g)
     a, g = a.numpy().astype(np.float64), g.numpy().astype(np.float64)
-    if method == "gradcam":
-        w = g.mean(axis=(2, 3))
-    else:
-        s = a.sum(axis=(2, 3))[:, :, None, None]
-        numerator = g**2
-        denominator = 2 * g**2 + s * g**3
-        alpha = np.zeros_like(g)
-        nonzero = denominator != 0
-        alpha[nonzero] = numerator[nonzero] / denominator[nonzero]
-        w = (alpha * np.maximum(g, 0)).sum(axis=(2, 3))
+    w = g.mean(axis=(2, 3)) if method == "gradcam" else reference_plus_plus_weights(a, g)
     cam = np.maximum((w[:, :, None, None] * a).sum(axis=1), 0)
     cam = torch.from_numpy(cam)[:, None]
     return F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+
+
+def reference_plus_plus_weights(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Grad-CAM++ channel weights [N, K] of float64 activations and gradients [N, K, h, w], eq. 19 as
+    printed: ``alpha = g^2 / (2 g^2 + (sum A) g^3)`` (0 where that denominator is 0), and
+    ``w = sum alpha relu(g)``."""
+    s = a.sum(axis=(2, 3))[:, :, None, None]
+    numerator = g**2
+    denominator = 2 * g**2 + s * g**3
+    alpha = np.zeros_like(g)
+    nonzero = denominator != 0
+    alpha[nonzero] = numerator[nonzero] / denominator[nonzero]
+    return (alpha * np.maximum(g, 0)).sum(axis=(2, 3))
+
+
+@pytest.mark.parametrize("signs", ["after a ReLU", "of both signs"])
+def test_plus_plus_weights_follow_eq_19_with_activations(signs: str) -> None:
+    """Activation sums >= 0 take the short path (no zero denominator can occur), others the guarded one;
+    both give eq. 19 (in float64, so that near-zero denominators compare), a zero denominator included
+    (2 + S g = 0 at S = -4, g = 0.5)."""
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(6, 8, 5, 5, generator=generator, dtype=torch.float64)
+    a = a.clamp(min=0) if signs == "after a ReLU" else a
+    g = torch.randn(6, 8, 5, 5, generator=generator, dtype=torch.float64)
+    if signs == "of both signs":
+        a[0, 0] = 0.0
+        a[0, 0, 2, 2] = -4.0
+        g[0, 0] = 0.5
+    expected = reference_plus_plus_weights(a.numpy(), g.numpy())
+    np.testing.assert_allclose(gradcam_plus_plus_weights(a, g).numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
 def assert_maps_close(

@@ -75,7 +75,9 @@ def gradcam_plus_plus_weights(activations: torch.Tensor, gradients: torch.Tensor
     _check_pair(activations, gradients)
     positive = gradients.clamp(min=0)
     activation_sum = activations.sum(dim=(2, 3), keepdim=True)
-    denominator = positive * activation_sum + 2  # 2 where g <= 0, so only a zero of 2 + S g with g > 0 is 0
+    denominator = torch.mul(positive, activation_sum).add_(2)  # 2 where g <= 0: only 2 + S g with g > 0 is 0
+    if bool((activation_sum >= 0).all()):  # then 2 + S g >= 2 everywhere (always so after a ReLU)
+        return torch.div(positive, denominator, out=denominator).sum(dim=(2, 3))
     return torch.where(denominator != 0, positive / denominator, 0.0).sum(dim=(2, 3))
 
 
