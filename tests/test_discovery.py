@@ -228,6 +228,27 @@ def test_controls_have_the_spots_shape_touch_neither_object_nor_spot_and_match_i
         assert abs(float(own - moved)) <= 2.0 * stride, (i, offset)
 
 
+def test_controls_on_cpu_arrays_are_the_tensor_paths_to_the_last_bit():
+    from cam_audit.counterfactual import spots as module  # the two paths of control_offsets, side by side
+
+    generator = torch.Generator().manual_seed(0)
+    regions = torch.rand(64, 24, 24, generator=generator) < 0.04  # ragged objects, with and without edges
+    regions[::2, 8:16, 6:14] = True
+    spots = torch.zeros_like(regions)
+    for i in range(64):
+        top, left = torch.randint(0, 21, (2,), generator=generator).tolist()
+        patch = torch.rand(3, 4, generator=generator) < 0.8
+        spots[i, top : top + 3, left : left + 4] = patch[: 24 - top, : 24 - left]
+    spots &= ~grow(regions, 2)
+    found = control_offsets(spots, regions, stride=2)
+    tables = torch.nn.functional.pad(grow(regions | spots, 2).int().cumsum(1).cumsum(2), (1, 0, 1, 0))
+    edges = regions & grow(~regions, 1)
+    for i in range(64):
+        if spots[i].any() and regions[i].any():
+            assert found[i] == module._offset(spots[i], regions[i], edges[i], tables[i], 2), i
+    assert sum(offset is not None for offset in found) > 20
+
+
 def test_removing_an_object_leaves_no_trace_of_it():
     images = torch.full((1, 3, 32, 32), 0.4)
     regions = torch.zeros(1, 32, 32, dtype=torch.bool)

@@ -159,11 +159,16 @@ def control_offsets(spots: Tensor, regions: Tensor, stride: int) -> list[tuple[i
     # spot (which lies inside its box) cannot touch them
     tables = nnf.pad(forbidden.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
     edges = regions & ~(~grow(~regions, 1))
+    fits = (spots.flatten(1).any(dim=1) & regions.flatten(1).any(dim=1)).tolist()
+    if spots.device.type == "cpu":  # numpy: a few small array operations per spot cost far less there
+        cells, objects, rims, sums = (x.numpy() for x in (spots, regions, edges, tables))
+        return [
+            _offset_numpy(cells[i], objects[i], rims[i], sums[i], stride) if fit else None
+            for i, fit in enumerate(fits)
+        ]
     return [
-        _offset(spots[i], regions[i], edges[i], tables[i], stride)
-        if bool(spots[i].any()) and bool(regions[i].any())
-        else None
-        for i in range(spots.shape[0])
+        _offset(spots[i], regions[i], edges[i], tables[i], stride) if fit else None
+        for i, fit in enumerate(fits)
     ]
 
 
@@ -187,6 +192,30 @@ def _offset(spot: Tensor, region: Tensor, edge: Tensor, table: Tensor, stride: i
     own = torch.cdist(torch.stack([centre_y, centre_x])[None], boundary).amin()
     best = int(torch.argmin((reach - own).abs()))
     return int(tops[free[best, 0]]) - top, int(lefts[free[best, 1]]) - left
+
+
+def _offset_numpy(spot: np.ndarray, region: np.ndarray, edge: np.ndarray, table: np.ndarray,
+                  stride: int) -> tuple[int, int] | None:  # fmt: skip
+    """:func:`_offset` on CPU arrays, step for step; the distances are still ``torch.cdist``'s, so the
+    place taken is the same to the last bit."""
+    height, width = spot.shape
+    ys, xs = spot.nonzero()
+    top, left, bottom, right = int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+    box_h, box_w = bottom - top, right - left
+    step = max(1, stride // 2)
+    tops, lefts = np.arange(0, height - box_h + 1, step), np.arange(0, width - box_w + 1, step)
+    y0, x0 = tops[:, None], lefts[None, :]
+    inside = table[y0 + box_h, x0 + box_w] - table[y0, x0 + box_w] - table[y0 + box_h, x0] + table[y0, x0]
+    free_y, free_x = (inside == 0).nonzero()
+    if not len(free_y):
+        return None
+    centre_y, centre_x = ys.astype(np.float64).mean(), xs.astype(np.float64).mean()
+    boundary = torch.from_numpy(np.argwhere(edge if edge.any() else region).astype(np.float64))
+    places = np.stack([tops[free_y] + (centre_y - top), lefts[free_x] + (centre_x - left)], 1)
+    reach = torch.cdist(torch.from_numpy(places), boundary).amin(dim=1).numpy()
+    own = torch.cdist(torch.tensor([[centre_y, centre_x]], dtype=torch.float64), boundary).amin().item()
+    best = int(np.argmin(np.abs(reach - own)))
+    return int(tops[free_y[best]]) - top, int(lefts[free_x[best]]) - left
 
 
 def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
