@@ -20,7 +20,7 @@ from torch import Tensor
 
 from cam_audit.cam import tasks
 from cam_audit.cam.tasks import Task
-from cam_audit.counterfactual.interventions import Fill, coarse_blur, fill_region, paste_region
+from cam_audit.counterfactual.interventions import Fill, coarse_blur, fill_region, fill_regions, paste_region
 from cam_audit.counterfactual.spots import grow, shift
 
 Forward = Callable[[Tensor], Tensor]
@@ -57,7 +57,7 @@ def fill_pairs(
         float ``[M]`` twice: 1.0 where filling the candidate (the control) changed the decision.
     """
     m = images.shape[0]
-    filled = torch.cat([fill_region(images, spots, fill), fill_region(images, controls, fill)])
+    filled = torch.cat(fill_regions(images, [spots, controls], fill))  # one blur of the images for both
     after = decisions(forward(filled), targets.repeat(2).to(images.device), task).to(before.device)
     changed = (after != before.repeat(2)).float()
     return changed[:m], changed[m:]
