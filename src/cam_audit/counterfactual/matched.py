@@ -148,10 +148,10 @@ def swap_pairs(
     images: Tensor,
     objects: Tensor,
     labels: Tensor,
+    backgrounds: Tensor,
+    background_objects: Tensor,
     same: Tensor,
-    same_objects: Tensor,
     other: Tensor,
-    other_objects: Tensor,
     margin: int,
     task: Task = "multiclass",
 ) -> tuple[Tensor, Tensor]:
@@ -161,8 +161,11 @@ def swap_pairs(
         images, objects: float ``[M, C, H, W]`` and bool ``[M, H, W]``: the objects to move (their
             pixels, at their own place).
         labels: long ``[M]``.
-        same, same_objects: backgrounds of the same class and their objects.
-        other, other_objects: backgrounds of another class and their objects.
+        backgrounds, background_objects: float ``[B, C, H, W]`` and bool ``[B, H, W]``: the images the
+            objects are moved onto, each once (it is cleared once however many objects it takes), and
+            their own objects.
+        same, other: long ``[M]``: the background of the same class, and the one of another class, of
+            each object (rows of ``backgrounds``).
         margin: pixels around each background's object that are removed with it.
 
     Returns:
@@ -170,10 +173,9 @@ def swap_pairs(
         other-class) background.
     """
     m = images.shape[0]
-    backgrounds = torch.cat([same, other])
-    holes = object_holes(torch.cat([same_objects, other_objects]), margin)
-    cleared = inpaint(backgrounds, holes)
-    moved = paste_region(cleared, images.repeat(2, 1, 1, 1), objects.repeat(2, 1, 1))
+    cleared = inpaint(backgrounds, object_holes(background_objects, margin))
+    chosen = cleared[torch.cat([same, other]).to(cleared.device)]
+    moved = paste_region(chosen, images.repeat(2, 1, 1, 1), objects.repeat(2, 1, 1))
     correct = tasks.decides_for(forward(moved), labels.repeat(2).to(images.device), task).float()
     correct = correct.to(images.device)
     return correct[:m], correct[m:]

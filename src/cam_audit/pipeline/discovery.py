@@ -309,11 +309,14 @@ class _Tester:
         for start in range(0, len(positions), self.batch_size):
             chunk = positions[start : start + self.batch_size]
             batch = self.load(chunk)
-            same = self.load([partners[p][0] for p in chunk])
-            other = self.load([partners[p][1] for p in chunk])
+            same, other = [partners[p][0] for p in chunk], [partners[p][1] for p in chunk]
+            distinct = sorted(set(same + other))  # a background taken by several objects is cleared once
+            row = {p: i for i, p in enumerate(distinct)}
+            backs = self.load(distinct)
             correct_same, correct_other = swap_pairs(
-                self.engine.predict, batch.images, batch.regions, batch.labels, same.images, same.regions,
-                other.images, other.regions, margin, self.engine.task,
+                self.engine.predict, batch.images, batch.regions, batch.labels, backs.images, backs.regions,
+                torch.tensor([row[p] for p in same]), torch.tensor([row[p] for p in other]), margin,
+                self.engine.task,
             )  # fmt: skip
             out.update(
                 zip(chunk, zip(correct_same.tolist(), correct_other.tolist(), strict=True), strict=True)
