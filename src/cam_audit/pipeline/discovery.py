@@ -121,11 +121,10 @@ class SpotCollector:
             "target": targets.cpu().numpy(), "before": before.cpu().numpy(),
             **_boxes(regions), "height": height, "width": width, "stride": stride, **geometry,
         })  # fmt: skip
-        frame["spot"] = spots.reshape(len(frame), -1).any(dim=1).cpu().numpy()
-        for i, position in enumerate(frame["index"].tolist()):
-            if frame["spot"].iat[i]:
-                packed = np.packbits(spots[i].cpu().numpy().reshape(-1))
-                self.spots.masks[int(position)] = (packed, height, width)
+        pixels = spots.reshape(len(frame), -1).cpu().numpy()
+        frame["spot"] = has = pixels.any(axis=1)
+        for i in np.flatnonzero(has).tolist():
+            self.spots.masks[int(frame["index"].iat[i])] = (np.packbits(pixels[i]), height, width)
         self._describe(frame, height, width)
         self._frames.append(frame)
         self.spots.frame = pd.concat(self._frames, ignore_index=True)
@@ -154,14 +153,18 @@ class SpotCollector:
         if features is None:
             return
         cells_y, cells_x = features.shape[-2:]
+        rows, ys, xs, positions = [], [], [], []
         for row, (position, cx, cy) in enumerate(frame[["index", "cx", "cy"]].itertuples(index=False)):
-            if int(position) not in self.spots.masks:
-                continue
-            y = min(int(cy * cells_y / height), cells_y - 1)
-            x = min(int(cx * cells_x / width), cells_x - 1)
-            vector = features[row, :, y, x].double()
-            vector = vector / vector.norm().clamp_min(1e-12)
-            self.spots.features[int(position)] = vector.cpu().numpy().astype(np.float32)
+            if int(position) in self.spots.masks:
+                rows.append(row)
+                ys.append(min(int(cy * cells_y / height), cells_y - 1))
+                xs.append(min(int(cx * cells_x / width), cells_x - 1))
+                positions.append(int(position))
+        if not rows:
+            return
+        vectors = features[rows, :, ys, xs].double()  # [spots, C], gathered at once
+        vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.spots.features.update(zip(positions, vectors.cpu().numpy().astype(np.float32), strict=True))
 
 
 def _boxes(regions: Tensor) -> dict[str, np.ndarray]:
