@@ -20,24 +20,38 @@ def cue_partners(members: pd.DataFrame, frame: pd.DataFrame, multilabel: bool = 
     stays clear of the candidate's box; absent where none qualifies."""
     order = frame.sort_values("index")
     positions = order["index"].to_numpy(dtype="int64")
-    labels, before = order["label"].to_numpy(), order["before"].to_numpy()
-    box = {k: order[k].to_numpy(dtype=float) for k in ("ox_min", "oy_min", "ox_max", "oy_max")}
-    has_object = ~np.isnan(box["ox_min"])
-    out = {}
-    for row in members.to_dict("records"):
-        grow, target, position = float(row["stride"]), int(row["target"]), int(row["index"])
-        clear = (
-            (box["ox_min"] - grow >= row["x_max"]) | (box["ox_max"] + grow <= row["x_min"])
-            | (box["oy_min"] - grow >= row["y_max"]) | (box["oy_max"] + grow <= row["y_min"])
-        )  # fmt: skip
-        other = labels != target
-        if not multilabel:
-            other &= before != target
-        eligible = np.flatnonzero(clear & other & has_object)
-        if len(eligible):
-            start = int(np.searchsorted(positions, position, side="right"))
-            out[position] = int(positions[eligible[int(np.searchsorted(eligible, start)) % len(eligible)]])
+    out: dict[int, int] = {}
+    for block in range(0, len(members), 256):  # each member against every sample at once, in blocks
+        rows = members.iloc[block : block + 256]
+        eligible = _eligible(rows, order, multilabel)
+        own = rows["index"].to_numpy(dtype="int64")
+        # the first eligible sample after the member's own place, else the first of all
+        start = np.searchsorted(positions, own, side="right")[:, None]
+        after = eligible & (np.arange(len(positions)) >= start)
+        first = np.where(after.any(axis=1), after.argmax(axis=1), eligible.argmax(axis=1))
+        found = eligible.any(axis=1)
+        out.update(zip(own[found].tolist(), positions[first[found]].tolist(), strict=True))
     return out
+
+
+def _eligible(rows: pd.DataFrame, order: pd.DataFrame, multilabel: bool) -> np.ndarray:
+    """bool ``[len(rows), len(order)]``: the samples each member may be pasted into (see
+    :func:`cue_partners`)."""
+    labels, before = order["label"].to_numpy(), order["before"].to_numpy()
+    objects = ("ox_min", "oy_min", "ox_max", "oy_max")
+    ox_min, oy_min, ox_max, oy_max = (order[k].to_numpy(dtype=float) for k in objects)
+    grow, x_min, y_min, x_max, y_max = (
+        rows[k].to_numpy(dtype=float)[:, None] for k in ("stride", "x_min", "y_min", "x_max", "y_max")
+    )
+    target = rows["target"].to_numpy(dtype="int64")[:, None]
+    clear = (
+        (ox_min - grow >= x_max) | (ox_max + grow <= x_min)
+        | (oy_min - grow >= y_max) | (oy_max + grow <= y_min)
+    )  # fmt: skip
+    other = labels != target
+    if not multilabel:
+        other &= before != target
+    return clear & other & ~np.isnan(ox_min)
 
 
 #: Most samples whose objects are moved onto other backgrounds (evenly spread over the probe): ``bg_gap``
