@@ -19,7 +19,7 @@ import torch
 
 from cam_audit import ShortcutPolicy, audit
 from cam_audit.counterfactual.matched import inpaint, object_holes
-from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift
+from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift, shift_each
 from cam_audit.errors import CamAuditError, ReportError
 from cam_audit.probe import ProbeSet
 from cam_audit.report import AuditReport
@@ -247,6 +247,17 @@ def test_controls_on_cpu_arrays_are_the_tensor_paths_to_the_last_bit():
         if spots[i].any() and regions[i].any():
             assert found[i] == module._offset(spots[i], regions[i], edges[i], tables[i], 2), i
     assert sum(offset is not None for offset in found) > 20
+
+
+def test_shift_each_moves_every_mask_as_shift_moves_one():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 3, 10, 14, generator=generator)
+    offsets = torch.stack([torch.randint(-9, 10, (12,), generator=generator),
+                           torch.randint(-13, 14, (12,), generator=generator)], 1)  # fmt: skip
+    for masks in (images, images[:, 0] > 0.5):
+        moves = offsets.tolist()
+        one_by_one = torch.stack([shift(m, dy, dx) for m, (dy, dx) in zip(masks, moves, strict=True)])
+        assert torch.equal(shift_each(masks, offsets), one_by_one)
 
 
 def test_removing_an_object_leaves_no_trace_of_it():

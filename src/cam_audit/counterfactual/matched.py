@@ -21,7 +21,7 @@ from torch import Tensor
 from cam_audit.cam import tasks
 from cam_audit.cam.tasks import Task
 from cam_audit.counterfactual.interventions import Fill, coarse_blur, fill_region, fill_regions, paste_region
-from cam_audit.counterfactual.spots import grow, shift
+from cam_audit.counterfactual.spots import grow, shift_each
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -94,9 +94,7 @@ def paste_pairs(
         multi-label partner that had the class on before the paste, in both arms).
     """
     m = sources.shape[0]
-    patches = torch.stack(
-        [shift(sources[i], -int(dy), -int(dx)) for i, (dy, dx) in enumerate(offsets.tolist())]
-    )
+    patches = shift_each(sources, -offsets)
     base = fill_region(partners, partner_spots, fill)
     batch = [paste_region(base, sources, spots), paste_region(base, patches, spots)]
     if task == "multilabel":

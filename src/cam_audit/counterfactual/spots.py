@@ -231,4 +231,24 @@ def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
     return out
 
 
-__all__ = ["control_offsets", "grow", "hot_spots", "shift", "spot_geometry", "stride_of"]
+def shift_each(masks: Tensor, offsets: Tensor) -> Tensor:
+    """Each of ``masks [M, ..., H, W]`` moved by its own ``offsets[i] = (dy, dx)`` (long ``[M, 2]``), as
+    :func:`shift` moves one, in a single gather.
+
+    >>> masks = torch.arange(8.0).reshape(2, 2, 2)
+    >>> shift_each(masks, torch.tensor([[0, 1], [-1, 0]])).tolist()
+    [[[0.0, 0.0], [0.0, 2.0]], [[6.0, 7.0], [0.0, 0.0]]]
+    """
+    m, height, width = masks.shape[0], *masks.shape[-2:]
+    moves = offsets.to(device=masks.device, dtype=torch.long).reshape(m, 2)
+    ys = torch.arange(height, device=masks.device)[None, :] - moves[:, :1]  # the row each row comes from
+    xs = torch.arange(width, device=masks.device)[None, :] - moves[:, 1:]
+    inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+    source = ys.clamp(0, height - 1)[:, :, None] * width + xs.clamp(0, width - 1)[:, None, :]
+    flat = masks.reshape(m, -1, height * width)
+    moved = flat.gather(2, source.reshape(m, 1, -1).expand(-1, flat.shape[1], -1)).reshape(masks.shape)
+    inside = inside.reshape(m, *([1] * (masks.ndim - 3)), height, width)
+    return torch.where(inside, moved, torch.zeros((), dtype=masks.dtype, device=masks.device))
+
+
+__all__ = ["control_offsets", "grow", "hot_spots", "shift", "shift_each", "spot_geometry", "stride_of"]

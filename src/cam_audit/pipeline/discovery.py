@@ -27,7 +27,7 @@ from cam_audit.cam import CamEngine
 from cam_audit.counterfactual import Fill
 from cam_audit.counterfactual.grouping import cluster_radius, group_spots
 from cam_audit.counterfactual.matched import fill_pairs, paste_pairs, swap_pairs
-from cam_audit.counterfactual.spots import control_offsets, hot_spots, shift, spot_geometry, stride_of
+from cam_audit.counterfactual.spots import control_offsets, hot_spots, shift_each, spot_geometry, stride_of
 from cam_audit.errors import CamAuditError
 from cam_audit.pipeline.collectives import Collectives
 from cam_audit.pipeline.tables import background_partners, cue_partners, cue_table
@@ -282,8 +282,7 @@ class _Tester:
         chunk, positions = chunk.iloc[fits], [positions[i] for i in fits]
         images, spots = batch.images[fits], spots[fits]
         offsets = torch.tensor([found[i] for i in fits], dtype=torch.long)
-        moves = offsets.tolist()
-        controls = torch.stack([shift(s, dy, dx) for s, (dy, dx) in zip(spots, moves, strict=True)])
+        controls = shift_each(spots, offsets)
         targets = torch.tensor(chunk["target"].to_numpy(dtype="int64"), device=self.device)
         before = torch.tensor(chunk["before"].to_numpy(dtype="int64"), device=self.device)
         task = self.engine.task
