@@ -249,6 +249,13 @@ def test_controls_on_cpu_arrays_are_the_tensor_paths_to_the_last_bit():
     assert sum(offset is not None for offset in found) > 20
 
 
+def test_grow_is_a_square_dilation_at_every_radius():
+    regions = torch.rand(3, 17, 23, generator=torch.Generator().manual_seed(0)) < 0.05
+    for radius in range(0, 30):
+        square = torch.nn.functional.max_pool2d(regions[:, None].float(), 2 * radius + 1, 1, radius)[:, 0] > 0
+        assert torch.equal(grow(regions, radius), square), radius
+
+
 def test_shift_each_moves_every_mask_as_shift_moves_one():
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(12, 3, 10, 14, generator=generator)
