@@ -116,15 +116,15 @@ class SpotCollector:
         maps, targets = self._decided(batch, maps, targets, before)
         spots = hot_spots(maps, regions, stride)
         geometry = {k: v.cpu().numpy() for k, v in spot_geometry(maps, spots).items()}
+        indices, pixels = batch.indices.cpu().numpy(), spots.reshape(len(spots), -1).cpu().numpy()
         frame = pd.DataFrame({
-            "index": batch.indices.cpu().numpy(), "label": batch.labels.cpu().numpy(),
+            "index": indices, "label": batch.labels.cpu().numpy(),
             "target": targets.cpu().numpy(), "before": before.cpu().numpy(),
             **_boxes(regions), "height": height, "width": width, "stride": stride, **geometry,
+            "spot": pixels.any(axis=1),
         })  # fmt: skip
-        pixels = spots.reshape(len(frame), -1).cpu().numpy()
-        frame["spot"] = has = pixels.any(axis=1)
-        for i in np.flatnonzero(has).tolist():
-            self.spots.masks[int(frame["index"].iat[i])] = (np.packbits(pixels[i]), height, width)
+        for i in np.flatnonzero(frame["spot"].to_numpy()).tolist():
+            self.spots.masks[int(indices[i])] = (np.packbits(pixels[i]), height, width)
         self._describe(frame, height, width)
         self._frames.append(frame)
         self.spots.frame = pd.concat(self._frames, ignore_index=True)
@@ -153,17 +153,15 @@ class SpotCollector:
         if features is None:
             return
         cells_y, cells_x = features.shape[-2:]
-        rows, ys, xs, positions = [], [], [], []
-        for row, (position, cx, cy) in enumerate(frame[["index", "cx", "cy"]].itertuples(index=False)):
-            if int(position) in self.spots.masks:
-                rows.append(row)
-                ys.append(min(int(cy * cells_y / height), cells_y - 1))
-                xs.append(min(int(cx * cells_x / width), cells_x - 1))
-                positions.append(int(position))
-        if not rows:
+        rows = np.flatnonzero(frame["spot"].to_numpy())
+        if not len(rows):
             return
-        vectors = features[rows, :, ys, xs].double()  # [spots, C], gathered at once
+        cx, cy = frame["cx"].to_numpy()[rows], frame["cy"].to_numpy()[rows]
+        ys = np.minimum((cy * cells_y / height).astype(np.int64), cells_y - 1)  # the cell the centre lies in
+        xs = np.minimum((cx * cells_x / width).astype(np.int64), cells_x - 1)
+        vectors = features[rows.tolist(), :, ys.tolist(), xs.tolist()].double()  # [spots, C], at once
         vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        positions = frame["index"].to_numpy()[rows].tolist()
         self.spots.features.update(zip(positions, vectors.cpu().numpy().astype(np.float32), strict=True))
 
 
