@@ -160,18 +160,14 @@ def control_offsets(spots: Tensor, regions: Tensor, stride: int) -> list[tuple[i
     >>> control_offsets(spot, obj, stride=1)
     [(0, 7)]
     """
-    forbidden = grow(regions, stride) | grow(spots, stride)
+    forbidden = grow(regions | spots, stride)  # the object and the spot, each grown by `stride`
     # forbidden pixels in every box, from summed-area tables: a box without any is a place the shifted
     # spot (which lies inside its box) cannot touch them
     tables = nnf.pad(forbidden.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
-    edges = regions & ~(~grow(~regions, 1))
+    edges = regions & grow(~regions, 1)
     fits = (spots.flatten(1).any(dim=1) & regions.flatten(1).any(dim=1)).tolist()
     if spots.device.type == "cpu":  # numpy: a few small array operations per spot cost far less there
-        cells, objects, rims, sums = (x.numpy() for x in (spots, regions, edges, tables))
-        return [
-            _offset_numpy(cells[i], objects[i], rims[i], sums[i], stride) if fit else None
-            for i, fit in enumerate(fits)
-        ]
+        return _offsets_numpy(spots.numpy(), regions.numpy(), edges.numpy(), tables.numpy(), fits, stride)
     return [
         _offset(spots[i], regions[i], edges[i], tables[i], stride) if fit else None
         for i, fit in enumerate(fits)
@@ -200,28 +196,50 @@ def _offset(spot: Tensor, region: Tensor, edge: Tensor, table: Tensor, stride: i
     return int(tops[free[best, 0]]) - top, int(lefts[free[best, 1]]) - left
 
 
-def _offset_numpy(spot: np.ndarray, region: np.ndarray, edge: np.ndarray, table: np.ndarray,
-                  stride: int) -> tuple[int, int] | None:  # fmt: skip
-    """:func:`_offset` on CPU arrays, step for step; the distances are still ``torch.cdist``'s, so the
-    place taken is the same to the last bit."""
-    height, width = spot.shape
-    ys, xs = spot.nonzero()
-    top, left, bottom, right = int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
-    box_h, box_w = bottom - top, right - left
-    step = max(1, stride // 2)
-    tops, lefts = np.arange(0, height - box_h + 1, step), np.arange(0, width - box_w + 1, step)
-    y0, x0 = tops[:, None], lefts[None, :]
-    inside = table[y0 + box_h, x0 + box_w] - table[y0, x0 + box_w] - table[y0 + box_h, x0] + table[y0, x0]
+def _offsets_numpy(spots: np.ndarray, regions: np.ndarray, edges: np.ndarray, tables: np.ndarray,
+                   fits: list[bool], stride: int) -> list[tuple[int, int] | None]:  # fmt: skip
+    """:func:`_offset` of every spot that ``fits``, on CPU arrays: the boxes and centres of all spots at
+    once, then each spot's places. The distances are still ``torch.cdist``'s, so the place taken is the
+    same to the last bit."""
+    height, width = spots.shape[1:]
+    rows, cols = np.asarray(spots.any(axis=2)), np.asarray(spots.any(axis=1))  # [M, H], [M, W]
+    tops, lefts = rows.argmax(axis=1), cols.argmax(axis=1)
+    bottoms, rights = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
+    counts = spots.sum(axis=(1, 2))
+    centres_y = (spots.sum(axis=2) * np.arange(height)).sum(axis=1) / np.maximum(counts, 1)  # exact sums
+    centres_x = (spots.sum(axis=1) * np.arange(width)).sum(axis=1) / np.maximum(counts, 1)
+    out: list[tuple[int, int] | None] = []
+    for i, fit in enumerate(fits):
+        if not fit:
+            out.append(None)
+            continue
+        box = int(tops[i]), int(lefts[i]), int(bottoms[i] - tops[i]), int(rights[i] - lefts[i])
+        boundary = np.argwhere(edges[i] if edges[i].any() else regions[i]).astype(np.float64)
+        out.append(_place(tables[i], box, (centres_y[i], centres_x[i]), boundary, max(1, stride // 2)))
+    return out
+
+
+def _place(table: np.ndarray, box: tuple[int, int, int, int], centre: tuple[np.float64, np.float64],
+           boundary: np.ndarray, step: int) -> tuple[int, int] | None:  # fmt: skip
+    """:func:`_offset`'s search for one spot (``box``: top, left, height, width) on CPU arrays."""
+    top, left, box_h, box_w = box
+    last_y, last_x = table.shape[0] - box_h, table.shape[1] - box_w  # one past the last top, left
+    # the summed-area table at the corners of every box on the grid, as strided views
+    inside = (
+        table[box_h::step, box_w::step] - table[:last_y:step, box_w::step]
+        - table[box_h::step, :last_x:step] + table[:last_y:step, :last_x:step]
+    )  # fmt: skip
     free_y, free_x = (inside == 0).nonzero()
     if not len(free_y):
         return None
-    centre_y, centre_x = ys.astype(np.float64).mean(), xs.astype(np.float64).mean()
-    boundary = torch.from_numpy(np.argwhere(edge if edge.any() else region).astype(np.float64))
-    places = np.stack([tops[free_y] + (centre_y - top), lefts[free_x] + (centre_x - left)], 1)
-    reach = torch.cdist(torch.from_numpy(places), boundary).amin(dim=1).numpy()
-    own = torch.cdist(torch.tensor([[centre_y, centre_x]], dtype=torch.float64), boundary).amin().item()
+    tops, lefts = free_y * step, free_x * step
+    places = np.empty((len(tops), 2))
+    places[:, 0], places[:, 1] = tops + (centre[0] - top), lefts + (centre[1] - left)
+    at = torch.from_numpy(boundary)
+    reach = torch.cdist(torch.from_numpy(places), at).amin(dim=1).numpy()
+    own = torch.cdist(torch.tensor([[centre[0], centre[1]]], dtype=torch.float64), at).amin().item()
     best = int(np.argmin(np.abs(reach - own)))
-    return int(tops[free_y[best]]) - top, int(lefts[free_x[best]]) - left
+    return int(tops[best]) - top, int(lefts[best]) - left
 
 
 def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
