@@ -19,7 +19,7 @@ import torch
 
 from cam_audit import ShortcutPolicy, audit
 from cam_audit.counterfactual.matched import inpaint, object_holes
-from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift
+from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift, shift_each
 from cam_audit.errors import CamAuditError, ReportError
 from cam_audit.probe import ProbeSet
 from cam_audit.report import AuditReport
@@ -226,6 +226,45 @@ def test_controls_have_the_spots_shape_touch_neither_object_nor_spot_and_match_i
         own = torch.cdist(spots[i].nonzero().double().mean(0, keepdim=True), edge).min()
         moved = torch.cdist(control.nonzero().double().mean(0, keepdim=True), edge).min()
         assert abs(float(own - moved)) <= 2.0 * stride, (i, offset)
+
+
+def test_controls_on_cpu_arrays_are_the_tensor_paths_to_the_last_bit():
+    from cam_audit.counterfactual import spots as module  # the two paths of control_offsets, side by side
+
+    generator = torch.Generator().manual_seed(0)
+    regions = torch.rand(64, 24, 24, generator=generator) < 0.04  # ragged objects, with and without edges
+    regions[::2, 8:16, 6:14] = True
+    spots = torch.zeros_like(regions)
+    for i in range(64):
+        top, left = torch.randint(0, 21, (2,), generator=generator).tolist()
+        patch = torch.rand(3, 4, generator=generator) < 0.8
+        spots[i, top : top + 3, left : left + 4] = patch[: 24 - top, : 24 - left]
+    spots &= ~grow(regions, 2)
+    found = control_offsets(spots, regions, stride=2)
+    tables = torch.nn.functional.pad(grow(regions | spots, 2).int().cumsum(1).cumsum(2), (1, 0, 1, 0))
+    edges = regions & grow(~regions, 1)
+    for i in range(64):
+        if spots[i].any() and regions[i].any():
+            assert found[i] == module._offset(spots[i], regions[i], edges[i], tables[i], 2), i
+    assert sum(offset is not None for offset in found) > 20
+
+
+def test_grow_is_a_square_dilation_at_every_radius():
+    regions = torch.rand(3, 17, 23, generator=torch.Generator().manual_seed(0)) < 0.05
+    for radius in range(0, 30):
+        square = torch.nn.functional.max_pool2d(regions[:, None].float(), 2 * radius + 1, 1, radius)[:, 0] > 0
+        assert torch.equal(grow(regions, radius), square), radius
+
+
+def test_shift_each_moves_every_mask_as_shift_moves_one():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 3, 10, 14, generator=generator)
+    offsets = torch.stack([torch.randint(-9, 10, (12,), generator=generator),
+                           torch.randint(-13, 14, (12,), generator=generator)], 1)  # fmt: skip
+    for masks in (images, images[:, 0] > 0.5):
+        moves = offsets.tolist()
+        one_by_one = torch.stack([shift(m, dy, dx) for m, (dy, dx) in zip(masks, moves, strict=True)])
+        assert torch.equal(shift_each(masks, offsets), one_by_one)
 
 
 def test_removing_an_object_leaves_no_trace_of_it():

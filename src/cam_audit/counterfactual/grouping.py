@@ -57,44 +57,49 @@ def group_spots(
     >>> group_spots(spots, radius=4, features=alike, min_samples=2)["place"].tolist()
     [0, 0, 0, 1, 1]
     """
-    out = pd.DataFrame({"cue": -1, "place": -1}, index=spots.index, dtype="int64")
-    vectors = None if features is None else pd.DataFrame(np.asarray(features, dtype=float), index=spots.index)
-    ordered = spots.sort_values(["target", "mass", "index"], ascending=[True, False, True], kind="stable")
+    # on positions and numpy arrays: pandas lookups and assignments per place were most of the cost
+    cue, place = np.full(len(spots), -1, dtype=np.int64), np.full(len(spots), -1, dtype=np.int64)
+    vectors = None if features is None else np.asarray(features, dtype=float)
+    labels = spots.index.to_numpy()
+    ordered = spots.reset_index(drop=True).sort_values(
+        ["target", "mass", "index"], ascending=[True, False, True], kind="stable"
+    )
+    centres = ordered[["cx", "cy"]].to_numpy(dtype=float)
     number = 0
     for _target, rows in ordered.groupby("target", sort=True):
-        places = _places(rows, radius)
+        at = ordered.index.get_indexer(rows.index)  # the class's rows in `ordered`, strongest first
+        places = _places(centres[at], rows.index.to_numpy(), radius)
         groups = _merge(places, vectors) if vectors is not None else [[p] for p in places]
         groups = [g for g in groups if sum(len(p) for p in g) >= min_samples]
-        groups.sort(key=lambda g: (-sum(len(p) for p in g), min(int(i) for p in g for i in p)))
+        groups.sort(key=lambda g: (-sum(len(p) for p in g), min(int(labels[i]) for p in g for i in p)))
         for group in groups[:max_per_class]:
-            for place, members in enumerate(sorted(group, key=lambda p: (-len(p), min(p)))):
-                out.loc[members, "cue"] = number
-                out.loc[members, "place"] = place
+            for rank, members in enumerate(sorted(group, key=lambda p: (-len(p), min(labels[p])))):
+                cue[members], place[members] = number, rank
             number += 1
-    return out
+    return pd.DataFrame({"cue": cue, "place": place}, index=spots.index)
 
 
-def _places(rows: pd.DataFrame, radius: float) -> list[list]:
-    """Clusters of nearby centres (row labels), strongest spot first."""
-    centres = rows[["cx", "cy"]].to_numpy(dtype=float)
-    free = np.ones(len(rows), dtype=bool)
+def _places(centres: np.ndarray, positions: np.ndarray, radius: float) -> list[np.ndarray]:
+    """Clusters of nearby ``centres`` (their ``positions``), strongest spot first."""
+    free = np.ones(len(centres), dtype=bool)
     places = []
-    for seed in range(len(rows)):
+    for seed in range(len(centres)):
         if not free[seed]:
             continue
         members = _within(centres, centres[seed], radius) & free
         centre = np.median(centres[members], axis=0)  # one refinement around the members' median
-        members = (_within(centres, centre, radius) & free) | (np.arange(len(rows)) == seed)
+        members = (_within(centres, centre, radius) & free) | (np.arange(len(centres)) == seed)
         free &= ~members
-        places.append(list(rows.index[members]))
+        places.append(positions[members])
     return places
 
 
-def _merge(places: list[list], vectors: pd.DataFrame) -> list[list[list]]:
+def _merge(places: list[np.ndarray], vectors: np.ndarray) -> list[list[np.ndarray]]:
     """Places whose mean feature vectors are alike, joined (single linkage)."""
     means = []
     for members in places:
-        mean = vectors.loc[members].to_numpy().mean(axis=0)
+        # column-major, so numpy sums each column pairwise along memory (its more accurate summation)
+        mean = np.asfortranarray(vectors[members]).mean(axis=0)
         means.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
     parent = list(range(len(places)))
 
@@ -107,7 +112,7 @@ def _merge(places: list[list], vectors: pd.DataFrame) -> list[list[list]]:
         for j in range(i + 1, len(places)):
             if float(means[i] @ means[j]) >= MERGE_COSINE:
                 parent[root(j)] = root(i)
-    groups: dict[int, list[list]] = {}
+    groups: dict[int, list[np.ndarray]] = {}
     for i, members in enumerate(places):
         groups.setdefault(root(i), []).append(members)
     return list(groups.values())

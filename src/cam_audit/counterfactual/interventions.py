@@ -17,7 +17,7 @@ are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -52,11 +52,32 @@ def fill_region(images: Tensor, regions: Tensor, fill: Fill = "blur") -> Tensor:
     >>> fill_region(images, region, "mean")[0, :, 0, 0].tolist()
     [0.0, 0.0, 0.0]
     """
-    if images.ndim != 4 or regions.shape != (images.shape[0], *images.shape[2:]):
-        raise CamAuditError(
-            f"fill_region expects images [N,C,H,W] and regions [N,H,W]; got {tuple(images.shape)} and "
-            f"{tuple(regions.shape)}"
-        )
+    return fill_regions(images, [regions], fill)[0]
+
+
+def fill_regions(images: Tensor, regions: Sequence[Tensor], fill: Fill = "blur") -> list[Tensor]:
+    """:func:`fill_region` of the same ``images`` with each of several region sets (bool [N, H, W]); the
+    blur, which does not depend on the region, is computed once for all of them.
+
+    >>> images = torch.rand(2, 3, 8, 8); top = torch.zeros(2, 8, 8, dtype=torch.bool); top[:, :2] = True
+    >>> first, second = fill_regions(images, [top, ~top])
+    >>> torch.equal(first, fill_region(images, top)), torch.equal(second, fill_region(images, ~top))
+    (True, True)
+    """
+    for region in regions:
+        if images.ndim != 4 or region.shape != (images.shape[0], *images.shape[2:]):
+            raise CamAuditError(
+                f"fill_region expects images [N,C,H,W] and regions [N,H,W]; got {tuple(images.shape)} and "
+                f"{tuple(region.shape)}"
+            )
+    if fill == "blur":
+        blurred = coarse_blur(images, sigma=max(images.shape[-2:]) / 8).to(images.dtype)
+        return [torch.where(region.to(torch.bool).unsqueeze(1), blurred, images) for region in regions]
+    return [_filled(images, region, fill) for region in regions]
+
+
+def _filled(images: Tensor, regions: Tensor, fill: Fill) -> Tensor:
+    """:func:`fill_region` with a ``"mean"`` or callable fill."""
     mask = regions.to(torch.bool).unsqueeze(1)
     if callable(fill):
         filled = fill(images.clone(), regions.clone())
@@ -65,8 +86,6 @@ def fill_region(images: Tensor, regions: Tensor, fill: Fill = "blur") -> Tensor:
                 f"the fill callable must return a tensor of shape {tuple(images.shape)}, got "
                 f"{getattr(filled, 'shape', type(filled).__name__)}"
             )
-    elif fill == "blur":
-        filled = coarse_blur(images, sigma=max(images.shape[-2:]) / 8)
     elif fill == "mean":
         keep = (~mask).to(images.dtype)
         mean = (images * keep).sum(dim=(2, 3), keepdim=True) / keep.sum(dim=(2, 3), keepdim=True).clamp_min(1)
@@ -241,4 +260,12 @@ def paste_moves(
     return torch.where(was_on, torch.full_like(moved, float("nan")), moved).to(pasted.device)
 
 
-__all__ = ["coarse_blur", "fill_region", "fill_scores", "paste_moves", "paste_partners", "paste_region"]
+__all__ = [
+    "coarse_blur",
+    "fill_region",
+    "fill_regions",
+    "fill_scores",
+    "paste_moves",
+    "paste_partners",
+    "paste_region",
+]

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from cam_audit.cam import tasks
 from cam_audit.cam.tasks import Task
-from cam_audit.counterfactual.interventions import Fill, coarse_blur, fill_region, paste_region
-from cam_audit.counterfactual.spots import grow, shift
+from cam_audit.counterfactual.interventions import Fill, coarse_blur, fill_region, fill_regions, paste_region
+from cam_audit.counterfactual.spots import grow, shift_each
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -57,7 +57,7 @@ def fill_pairs(
         float ``[M]`` twice: 1.0 where filling the candidate (the control) changed the decision.
     """
     m = images.shape[0]
-    filled = torch.cat([fill_region(images, spots, fill), fill_region(images, controls, fill)])
+    filled = torch.cat(fill_regions(images, [spots, controls], fill))  # one blur of the images for both
     after = decisions(forward(filled), targets.repeat(2).to(images.device), task).to(before.device)
     changed = (after != before.repeat(2)).float()
     return changed[:m], changed[m:]
@@ -94,9 +94,7 @@ def paste_pairs(
         multi-label partner that had the class on before the paste, in both arms).
     """
     m = sources.shape[0]
-    patches = torch.stack(
-        [shift(sources[i], -int(dy), -int(dx)) for i, (dy, dx) in enumerate(offsets.tolist())]
-    )
+    patches = shift_each(sources, -offsets)
     base = fill_region(partners, partner_spots, fill)
     batch = [paste_region(base, sources, spots), paste_region(base, patches, spots)]
     if task == "multilabel":
@@ -148,10 +146,10 @@ def swap_pairs(
     images: Tensor,
     objects: Tensor,
     labels: Tensor,
+    backgrounds: Tensor,
+    background_objects: Tensor,
     same: Tensor,
-    same_objects: Tensor,
     other: Tensor,
-    other_objects: Tensor,
     margin: int,
     task: Task = "multiclass",
 ) -> tuple[Tensor, Tensor]:
@@ -161,8 +159,11 @@ def swap_pairs(
         images, objects: float ``[M, C, H, W]`` and bool ``[M, H, W]``: the objects to move (their
             pixels, at their own place).
         labels: long ``[M]``.
-        same, same_objects: backgrounds of the same class and their objects.
-        other, other_objects: backgrounds of another class and their objects.
+        backgrounds, background_objects: float ``[B, C, H, W]`` and bool ``[B, H, W]``: the images the
+            objects are moved onto, each once (it is cleared once however many objects it takes), and
+            their own objects.
+        same, other: long ``[M]``: the background of the same class, and the one of another class, of
+            each object (rows of ``backgrounds``).
         margin: pixels around each background's object that are removed with it.
 
     Returns:
@@ -170,10 +171,9 @@ def swap_pairs(
         other-class) background.
     """
     m = images.shape[0]
-    backgrounds = torch.cat([same, other])
-    holes = object_holes(torch.cat([same_objects, other_objects]), margin)
-    cleared = inpaint(backgrounds, holes)
-    moved = paste_region(cleared, images.repeat(2, 1, 1, 1), objects.repeat(2, 1, 1))
+    cleared = inpaint(backgrounds, object_holes(background_objects, margin))
+    chosen = cleared[torch.cat([same, other]).to(cleared.device)]
+    moved = paste_region(chosen, images.repeat(2, 1, 1, 1), objects.repeat(2, 1, 1))
     correct = tasks.decides_for(forward(moved), labels.repeat(2).to(images.device), task).float()
     correct = correct.to(images.device)
     return correct[:m], correct[m:]

@@ -38,7 +38,7 @@ _EIGHT_NEIGHBOURS[1] = True
 def grow(regions: Tensor, radius: int) -> Tensor:
     """Dilate bool regions ``[N, H, W]`` by ``radius`` pixels (a square of side ``2 radius + 1``).
 
-    A window sum of running totals along each axis, so the cost does not depend on ``radius``.
+    A window along each axis, grown by doubling, so the cost grows with ``log2(radius)`` only.
 
     >>> region = torch.zeros(1, 5, 5, dtype=torch.bool); region[0, 2, 2] = True
     >>> grow(region, 1)[0].sum().item()
@@ -64,14 +64,20 @@ def _grow_one(x: Tensor) -> Tensor:
 
 
 def _window_any(x: Tensor, radius: int, dim: int) -> Tensor:
-    """Whether any of the pixels within ``radius`` along ``dim`` is True."""
+    """Whether any of the pixels within ``radius`` along ``dim`` is True: ORs of shifted copies, each
+    doubling the window, so ``log2(radius)`` steps (cheaper than running sums at the radii of an audit)."""
     length = x.shape[dim]
-    totals = x.to(torch.int32).cumsum(dim)
-    totals = torch.cat([torch.zeros_like(totals.narrow(dim, 0, 1)), totals], dim)
-    at = torch.arange(length, device=x.device)
-    high = totals.index_select(dim, (at + radius + 1).clamp(max=length))
-    low = totals.index_select(dim, (at - radius).clamp(min=0))
-    return (high - low) > 0
+    radius = min(radius, length - 1)  # a wider window sees the whole axis from everywhere, as this one does
+    if radius <= 0:
+        return x
+    border = x.new_zeros((*x.shape[:dim % x.ndim], radius, *x.shape[dim % x.ndim + 1 :]))
+    span, width, size = torch.cat([border, x, border], dim), 1, 2 * radius + 1
+    while width < size:  # span[i]: any of the padded pixels i .. i + width - 1
+        step = min(width, size - width)
+        kept = span.shape[dim] - step
+        span = span.narrow(dim, 0, kept) | span.narrow(dim, step, kept)
+        width += step
+    return span
 
 
 def stride_of(image_size: tuple[int, int], feature_size: tuple[int, int] | None) -> int:
@@ -154,16 +160,17 @@ def control_offsets(spots: Tensor, regions: Tensor, stride: int) -> list[tuple[i
     >>> control_offsets(spot, obj, stride=1)
     [(0, 7)]
     """
-    forbidden = grow(regions, stride) | grow(spots, stride)
+    forbidden = grow(regions | spots, stride)  # the object and the spot, each grown by `stride`
     # forbidden pixels in every box, from summed-area tables: a box without any is a place the shifted
     # spot (which lies inside its box) cannot touch them
     tables = nnf.pad(forbidden.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
-    edges = regions & ~(~grow(~regions, 1))
+    edges = regions & grow(~regions, 1)
+    fits = (spots.flatten(1).any(dim=1) & regions.flatten(1).any(dim=1)).tolist()
+    if spots.device.type == "cpu":  # numpy: a few small array operations per spot cost far less there
+        return _offsets_numpy(spots.numpy(), regions.numpy(), edges.numpy(), tables.numpy(), fits, stride)
     return [
-        _offset(spots[i], regions[i], edges[i], tables[i], stride)
-        if bool(spots[i].any()) and bool(regions[i].any())
-        else None
-        for i in range(spots.shape[0])
+        _offset(spots[i], regions[i], edges[i], tables[i], stride) if fit else None
+        for i, fit in enumerate(fits)
     ]
 
 
@@ -189,6 +196,52 @@ def _offset(spot: Tensor, region: Tensor, edge: Tensor, table: Tensor, stride: i
     return int(tops[free[best, 0]]) - top, int(lefts[free[best, 1]]) - left
 
 
+def _offsets_numpy(spots: np.ndarray, regions: np.ndarray, edges: np.ndarray, tables: np.ndarray,
+                   fits: list[bool], stride: int) -> list[tuple[int, int] | None]:  # fmt: skip
+    """:func:`_offset` of every spot that ``fits``, on CPU arrays: the boxes and centres of all spots at
+    once, then each spot's places. The distances are still ``torch.cdist``'s, so the place taken is the
+    same to the last bit."""
+    height, width = spots.shape[1:]
+    rows, cols = np.asarray(spots.any(axis=2)), np.asarray(spots.any(axis=1))  # [M, H], [M, W]
+    tops, lefts = rows.argmax(axis=1), cols.argmax(axis=1)
+    bottoms, rights = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
+    counts = spots.sum(axis=(1, 2))
+    centres_y = (spots.sum(axis=2) * np.arange(height)).sum(axis=1) / np.maximum(counts, 1)  # exact sums
+    centres_x = (spots.sum(axis=1) * np.arange(width)).sum(axis=1) / np.maximum(counts, 1)
+    out: list[tuple[int, int] | None] = []
+    for i, fit in enumerate(fits):
+        if not fit:
+            out.append(None)
+            continue
+        box = int(tops[i]), int(lefts[i]), int(bottoms[i] - tops[i]), int(rights[i] - lefts[i])
+        boundary = np.argwhere(edges[i] if edges[i].any() else regions[i]).astype(np.float64)
+        out.append(_place(tables[i], box, (centres_y[i], centres_x[i]), boundary, max(1, stride // 2)))
+    return out
+
+
+def _place(table: np.ndarray, box: tuple[int, int, int, int], centre: tuple[np.float64, np.float64],
+           boundary: np.ndarray, step: int) -> tuple[int, int] | None:  # fmt: skip
+    """:func:`_offset`'s search for one spot (``box``: top, left, height, width) on CPU arrays."""
+    top, left, box_h, box_w = box
+    last_y, last_x = table.shape[0] - box_h, table.shape[1] - box_w  # one past the last top, left
+    # the summed-area table at the corners of every box on the grid, as strided views
+    inside = (
+        table[box_h::step, box_w::step] - table[:last_y:step, box_w::step]
+        - table[box_h::step, :last_x:step] + table[:last_y:step, :last_x:step]
+    )  # fmt: skip
+    free_y, free_x = (inside == 0).nonzero()
+    if not len(free_y):
+        return None
+    tops, lefts = free_y * step, free_x * step
+    places = np.empty((len(tops), 2))
+    places[:, 0], places[:, 1] = tops + (centre[0] - top), lefts + (centre[1] - left)
+    at = torch.from_numpy(boundary)
+    reach = torch.cdist(torch.from_numpy(places), at).amin(dim=1).numpy()
+    own = torch.cdist(torch.tensor([[centre[0], centre[1]]], dtype=torch.float64), at).amin().item()
+    best = int(np.argmin(np.abs(reach - own)))
+    return int(tops[best]) - top, int(lefts[best]) - left
+
+
 def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
     """``masks [..., H, W]`` moved by ``(dy, dx)`` pixels; what leaves the image is dropped, what enters
     is False (or 0)."""
@@ -202,4 +255,24 @@ def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
     return out
 
 
-__all__ = ["control_offsets", "grow", "hot_spots", "shift", "spot_geometry", "stride_of"]
+def shift_each(masks: Tensor, offsets: Tensor) -> Tensor:
+    """Each of ``masks [M, ..., H, W]`` moved by its own ``offsets[i] = (dy, dx)`` (long ``[M, 2]``), as
+    :func:`shift` moves one, in a single gather.
+
+    >>> masks = torch.arange(8.0).reshape(2, 2, 2)
+    >>> shift_each(masks, torch.tensor([[0, 1], [-1, 0]])).tolist()
+    [[[0.0, 0.0], [0.0, 2.0]], [[6.0, 7.0], [0.0, 0.0]]]
+    """
+    m, height, width = masks.shape[0], *masks.shape[-2:]
+    moves = offsets.to(device=masks.device, dtype=torch.long).reshape(m, 2)
+    ys = torch.arange(height, device=masks.device)[None, :] - moves[:, :1]  # the row each row comes from
+    xs = torch.arange(width, device=masks.device)[None, :] - moves[:, 1:]
+    inside = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+    source = ys.clamp(0, height - 1)[:, :, None] * width + xs.clamp(0, width - 1)[:, None, :]
+    flat = masks.reshape(m, -1, height * width)
+    moved = flat.gather(2, source.reshape(m, 1, -1).expand(-1, flat.shape[1], -1)).reshape(masks.shape)
+    inside = inside.reshape(m, *([1] * (masks.ndim - 3)), height, width)
+    return torch.where(inside, moved, torch.zeros((), dtype=masks.dtype, device=masks.device))
+
+
+__all__ = ["control_offsets", "grow", "hot_spots", "shift", "shift_each", "spot_geometry", "stride_of"]

@@ -27,7 +27,7 @@ from cam_audit.cam import CamEngine
 from cam_audit.counterfactual import Fill
 from cam_audit.counterfactual.grouping import cluster_radius, group_spots
 from cam_audit.counterfactual.matched import fill_pairs, paste_pairs, swap_pairs
-from cam_audit.counterfactual.spots import control_offsets, hot_spots, shift, spot_geometry, stride_of
+from cam_audit.counterfactual.spots import control_offsets, hot_spots, shift_each, spot_geometry, stride_of
 from cam_audit.errors import CamAuditError
 from cam_audit.pipeline.collectives import Collectives
 from cam_audit.pipeline.tables import background_partners, cue_partners, cue_table
@@ -116,16 +116,15 @@ class SpotCollector:
         maps, targets = self._decided(batch, maps, targets, before)
         spots = hot_spots(maps, regions, stride)
         geometry = {k: v.cpu().numpy() for k, v in spot_geometry(maps, spots).items()}
+        indices, pixels = batch.indices.cpu().numpy(), spots.reshape(len(spots), -1).cpu().numpy()
         frame = pd.DataFrame({
-            "index": batch.indices.cpu().numpy(), "label": batch.labels.cpu().numpy(),
+            "index": indices, "label": batch.labels.cpu().numpy(),
             "target": targets.cpu().numpy(), "before": before.cpu().numpy(),
             **_boxes(regions), "height": height, "width": width, "stride": stride, **geometry,
+            "spot": pixels.any(axis=1),
         })  # fmt: skip
-        frame["spot"] = spots.reshape(len(frame), -1).any(dim=1).cpu().numpy()
-        for i, position in enumerate(frame["index"].tolist()):
-            if frame["spot"].iat[i]:
-                packed = np.packbits(spots[i].cpu().numpy().reshape(-1))
-                self.spots.masks[int(position)] = (packed, height, width)
+        for i in np.flatnonzero(frame["spot"].to_numpy()).tolist():
+            self.spots.masks[int(indices[i])] = (np.packbits(pixels[i]), height, width)
         self._describe(frame, height, width)
         self._frames.append(frame)
         self.spots.frame = pd.concat(self._frames, ignore_index=True)
@@ -154,14 +153,16 @@ class SpotCollector:
         if features is None:
             return
         cells_y, cells_x = features.shape[-2:]
-        for row, (position, cx, cy) in enumerate(frame[["index", "cx", "cy"]].itertuples(index=False)):
-            if int(position) not in self.spots.masks:
-                continue
-            y = min(int(cy * cells_y / height), cells_y - 1)
-            x = min(int(cx * cells_x / width), cells_x - 1)
-            vector = features[row, :, y, x].double()
-            vector = vector / vector.norm().clamp_min(1e-12)
-            self.spots.features[int(position)] = vector.cpu().numpy().astype(np.float32)
+        rows = np.flatnonzero(frame["spot"].to_numpy())
+        if not len(rows):
+            return
+        cx, cy = frame["cx"].to_numpy()[rows], frame["cy"].to_numpy()[rows]
+        ys = np.minimum((cy * cells_y / height).astype(np.int64), cells_y - 1)  # the cell the centre lies in
+        xs = np.minimum((cx * cells_x / width).astype(np.int64), cells_x - 1)
+        vectors = features[rows.tolist(), :, ys.tolist(), xs.tolist()].double()  # [spots, C], at once
+        vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        positions = frame["index"].to_numpy()[rows].tolist()
+        self.spots.features.update(zip(positions, vectors.cpu().numpy().astype(np.float32), strict=True))
 
 
 def _boxes(regions: Tensor) -> dict[str, np.ndarray]:
@@ -234,11 +235,13 @@ MAX_TESTED = 32
 
 def _tested(members: pd.DataFrame, min_samples: int) -> pd.DataFrame:
     """The members whose interventions are run: the strongest of each cue large enough to be confirmed."""
-    sizes = members.groupby("cue")["index"].transform("size")
-    ranked = members[sizes >= min_samples].sort_values(
+    _, at, sizes = np.unique(members["cue"].to_numpy(), return_inverse=True, return_counts=True)
+    ranked = members[sizes[at] >= min_samples].sort_values(
         ["cue", "mass", "index"], ascending=[True, False, True]
     )
-    return ranked.groupby("cue").head(MAX_TESTED).sort_values("index")
+    cue = ranked["cue"].to_numpy()
+    rank = np.arange(len(cue)) - np.searchsorted(cue, cue)  # each row's place within its cue, strongest 0
+    return ranked[rank < MAX_TESTED].sort_values("index")
 
 
 class _Tester:
@@ -277,8 +280,7 @@ class _Tester:
         chunk, positions = chunk.iloc[fits], [positions[i] for i in fits]
         images, spots = batch.images[fits], spots[fits]
         offsets = torch.tensor([found[i] for i in fits], dtype=torch.long)
-        moves = offsets.tolist()
-        controls = torch.stack([shift(s, dy, dx) for s, (dy, dx) in zip(spots, moves, strict=True)])
+        controls = shift_each(spots, offsets)
         targets = torch.tensor(chunk["target"].to_numpy(dtype="int64"), device=self.device)
         before = torch.tensor(chunk["before"].to_numpy(dtype="int64"), device=self.device)
         task = self.engine.task
@@ -309,11 +311,14 @@ class _Tester:
         for start in range(0, len(positions), self.batch_size):
             chunk = positions[start : start + self.batch_size]
             batch = self.load(chunk)
-            same = self.load([partners[p][0] for p in chunk])
-            other = self.load([partners[p][1] for p in chunk])
+            same, other = [partners[p][0] for p in chunk], [partners[p][1] for p in chunk]
+            distinct = sorted(set(same + other))  # a background taken by several objects is cleared once
+            row = {p: i for i, p in enumerate(distinct)}
+            backs = self.load(distinct)
             correct_same, correct_other = swap_pairs(
-                self.engine.predict, batch.images, batch.regions, batch.labels, same.images, same.regions,
-                other.images, other.regions, margin, self.engine.task,
+                self.engine.predict, batch.images, batch.regions, batch.labels, backs.images, backs.regions,
+                torch.tensor([row[p] for p in same]), torch.tensor([row[p] for p in other]), margin,
+                self.engine.task,
             )  # fmt: skip
             out.update(
                 zip(chunk, zip(correct_same.tolist(), correct_other.tolist(), strict=True), strict=True)

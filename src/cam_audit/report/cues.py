@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cam_audit.errors import ReportError
@@ -39,16 +40,26 @@ def normalise(cues: pd.DataFrame) -> pd.DataFrame:
     """``cues`` with the columns of :data:`CUE_COLUMNS` in order and their dtypes (a table read back from
     JSON has lost them)."""
     cues = cues.reindex(columns=list(CUE_COLUMNS)).reset_index(drop=True)
-    for column in CUE_COLUMNS:
-        if column in _TEXT:
-            cues[column] = cues[column].astype(object)
-        elif column == "confirmed":
-            cues[column] = cues[column].astype(object).where(cues[column].notna(), False).astype(bool)
-        elif column in _INTEGER:
-            cues[column] = pd.to_numeric(cues[column]).fillna(0).astype("int64")
-        else:
-            cues[column] = pd.to_numeric(cues[column]).astype("float64")
-    return cues
+    # built in one go: assigning the columns one by one cost more than the rest of a small cue table
+    return pd.DataFrame({column: _typed(cues[column], column) for column in CUE_COLUMNS}, index=cues.index)
+
+
+def _typed(values: pd.Series, column: str) -> pd.Series | np.ndarray:
+    """One column of :func:`normalise`; columns that already have their dtype are taken as they are."""
+    kind = values.dtype.kind
+    if column in _TEXT:
+        return values.astype(object)  # a Series: an object array would be read as strings
+    if column == "confirmed":
+        if kind == "b":
+            return values.to_numpy()
+        return values.astype(object).where(values.notna(), False).astype(bool).to_numpy()
+    if column in _INTEGER:
+        if kind in "iu":
+            return values.to_numpy(dtype="int64")
+        return pd.to_numeric(values).fillna(0).astype("int64").to_numpy()
+    if kind in "iuf":
+        return values.to_numpy(dtype="float64")
+    return pd.to_numeric(values).astype("float64").to_numpy()
 
 
 def exceedance_p(only: int, control_only: int) -> float:
@@ -93,17 +104,19 @@ def confirm(cues: pd.DataFrame, min_excess: float | None, alpha: float, min_samp
     """
     if min_excess is None or cues.empty:
         return pd.Series(False, index=cues.index, dtype=bool)
-    tests = int(cues["n_fill"].gt(0).sum() + cues["n_paste"].gt(0).sum())
+    needed = ("n_samples", "n_fill", "n_paste", "flip_rate", "control_flip_rate", "fill_p_value",
+              "paste_rate", "control_paste_rate", "paste_p_value")  # fmt: skip
+    column = {k: cues[k].to_numpy(dtype=float) for k in needed}
+    tests = int((column["n_fill"] > 0).sum() + (column["n_paste"] > 0).sum())
     level = alpha / max(tests, 1)
 
-    def passes(rate: str, control: str, p_value: str) -> pd.Series:
-        excess = cues[rate] - cues[control]
-        return excess.ge(min_excess) & cues[p_value].le(level)
+    def passes(rate: str, control: str, p_value: str) -> np.ndarray:
+        return (column[rate] - column[control] >= min_excess) & (column[p_value] <= level)
 
-    enough = cues["n_samples"].ge(min_samples)
+    enough = column["n_samples"] >= min_samples
     fill = passes("flip_rate", "control_flip_rate", "fill_p_value")
     paste = passes("paste_rate", "control_paste_rate", "paste_p_value")
-    return (enough & (fill | paste)).astype(bool)
+    return pd.Series(enough & (fill | paste), index=cues.index, dtype=bool)  # numpy: a tiny table
 
 
 def cue_message(row: Mapping[Any, Any]) -> str:
