@@ -42,6 +42,22 @@ def trained(tmp_path_factory):
     return model.eval(), path
 
 
+@pytest.fixture(scope="module")
+def trained_longer(tmp_path_factory):
+    """A SceneClassifier trained for 32 steps and its checkpoint: enough to leave chance, where every
+    scene is decided as one class and its flat map is no testable cue."""
+    folder = tmp_path_factory.mktemp("ckpt_longer")
+    pl.seed_everything(3, verbose=False)
+    model = SceneClassifier(width=8)
+    trainer = make_trainer(folder, max_epochs=2, limit_train_batches=16, limit_val_batches=0,
+                           enable_checkpointing=False)  # fmt: skip
+    data = SceneDataModule(watermark="correlated", n_train=512, n_val=8, batch_size=32)
+    trainer.fit(model, datamodule=data)
+    path = folder / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return model.eval(), path
+
+
 def _config(folder: Path, weights: Path, **overrides) -> Path:
     config = {
         "model": "cam_audit.lightning.scenes.SceneClassifier",
@@ -157,8 +173,8 @@ def test_ckpt_flag_overrides_the_config_and_a_plain_module_loads_a_state_dict(tm
     assert math.isnan(report.summary["cf_flip_rate"])  # counterfactual: false was honoured
 
 
-def test_discover_writes_a_gallery_per_tested_cue_and_the_page_shows_them(tmp_path, trained, capsys):
-    model, checkpoint = trained
+def test_discover_writes_a_gallery_per_tested_cue_and_the_page_shows_them(tmp_path, trained_longer, capsys):
+    model, checkpoint = trained_longer
     probe, policy = {**PROBE, "n": 24}, {"min_focus_lift": 1.0, "min_cue_samples": 3}
     config = _config(tmp_path, checkpoint, probe={"class_path": SYNTHETIC, "init_args": probe},
                      policy=policy, discover=True)  # fmt: skip
