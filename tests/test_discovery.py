@@ -100,18 +100,23 @@ class _PulledAway(torch.nn.Module):
         return self.head(torch.relu(self.features(images)).mean(dim=(2, 3)))
 
 
-def test_a_cue_that_pulls_away_from_the_label_is_found_in_the_map_of_the_decided_class():
-    """Every sample is a green object of class 0; half carry a red tag in the top-left corner, which the
-    model decides as class 1. The label's map lies on the object only (no candidate off it), so the tag is
-    found in the map of the class the model decided, and belongs to that class."""
+def _pulled_away_probe(classes: list[str]) -> ProbeSet:
+    """16 green objects of class 0 on black, every other one with a red tag in the top-left corner."""
     images = torch.zeros(16, 3, SIZE, SIZE)
     images[:, 1, 10:22, 10:22] = 1.0
     images[::2, 0, 1:7, 1:7] = 1.0
     masks = torch.zeros(16, SIZE, SIZE, dtype=torch.bool)
     masks[:, 10:22, 10:22] = True
-    probe = ProbeSet.from_tensors(images, [0] * 16, masks=masks, classes=["object", "tag", "plain"])
+    return ProbeSet.from_tensors(images, [0] * 16, masks=masks, classes=classes)
+
+
+def test_a_cue_that_pulls_away_from_the_label_is_found_in_the_map_of_the_decided_class():
+    """Every sample is a green object of class 0; half carry a red tag in the top-left corner, which the
+    model decides as class 1. The label's map lies on the object only (no candidate off it), so the tag is
+    found in the map of the class the model decided, and belongs to that class."""
+    probe = _pulled_away_probe(["object", "tag", "plain"])
     model = _PulledAway().eval()
-    assert model(images).argmax(dim=1).tolist() == [1, 0] * 8
+    assert model(next(probe.batches(16)).images).argmax(dim=1).tolist() == [1, 0] * 8
     report = audit(model, probe, target_layer="features", discover=True)
     (cue,) = report.cues.to_dict("records")
     assert cue["class"] == "tag" and cue["n_samples"] == 8 and bool(cue["confirmed"])
@@ -119,6 +124,16 @@ def test_a_cue_that_pulls_away_from_the_label_is_found_in_the_map_of_the_decided
     assert cue["where"].startswith("top-left corner")
     # pasted into the untagged images (decided as the label), the tag moves them all; its control none
     assert (cue["n_paste"], cue["paste_rate"], cue["control_paste_rate"]) == (8, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("target", ["label", "predicted"])
+def test_a_decision_outside_the_probes_classes_names_no_cue(target):
+    """A model of more classes than the probe (three logits, one probe class, as a 1000-class model
+    audited on a few): a sample decided as a class the probe lacks keeps the label's map, and a map that
+    explains such a class gives no candidate, so no cue is named after it."""
+    report = audit(_PulledAway().eval(), _pulled_away_probe(["object"]), target_layer="features",
+                   discover=True, target=target)  # fmt: skip
+    assert set(report.cues["class"]) <= {"object"} and report.summary["n_cues_confirmed"] == 0
 
 
 def test_a_clean_model_gets_no_confirmed_cue_and_no_background_gap(clean_model):

@@ -96,8 +96,8 @@ class Spots:
 class SpotCollector:
     """Called after each scored batch (``(batch, maps, rows)``): records this process's candidates."""
 
-    def __init__(self, engine: CamEngine) -> None:
-        self.engine = engine
+    def __init__(self, engine: CamEngine, num_classes: int) -> None:
+        self.engine, self.num_classes = engine, num_classes
         self.spots = Spots()
         self._frames: list[pd.DataFrame] = []
 
@@ -114,7 +114,9 @@ class SpotCollector:
         else:
             before = rows["prediction"].long()
         maps, targets = self._decided(batch, maps, targets, before)
-        spots = hot_spots(maps, regions, stride)
+        # a map of a class outside the probe's (target="predicted", a model of more classes) gives none: a
+        # cue is named by a probe class
+        spots = hot_spots(maps, regions, stride) & (targets < self.num_classes).to(maps.device)[:, None, None]
         geometry = {k: v.cpu().numpy() for k, v in spot_geometry(maps, spots).items()}
         indices, pixels = batch.indices.cpu().numpy(), spots.reshape(len(spots), -1).cpu().numpy()
         frame = pd.DataFrame({
@@ -132,11 +134,15 @@ class SpotCollector:
     def _decided(
         self, batch: ProbeBatch, maps: Tensor, targets: Tensor, before: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """The maps and classes candidates are looked for in: a sample the model decides as another class
-        than the one explained (multiclass, binary) is looked at in the map of the class it decided, so a
-        cue that pulls the model away from the label is seen where it pulls to (the label's map does not
-        light up on it); the candidate then belongs to that class."""
-        wrong = (before != targets).nonzero()[:, 0] if self.engine.task != "multilabel" else before[:0]
+        """The maps and classes candidates are looked for in: a sample the model decides as another probe
+        class than the one explained (multiclass, binary) is looked at in the map of the class it decided,
+        so a cue that pulls the model away from the label is seen where it pulls to (the label's map does
+        not light up on it); the candidate then belongs to that class. A decision outside the probe's
+        classes (a 1000-class model audited on a few of them) keeps the label's map: a cue is named by a
+        probe class."""
+        if self.engine.task == "multilabel":
+            return maps, targets
+        wrong = ((before != targets) & (before < self.num_classes)).nonzero()[:, 0]
         if not len(wrong):
             return maps, targets
         features = self.engine.last_features  # the whole batch's, for the candidates' descriptors

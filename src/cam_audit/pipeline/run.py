@@ -101,7 +101,7 @@ class AuditRun:
             check_discoverable(probe)
             engine.keep_features = True
         self.discover = discover
-        self.spots = SpotCollector(engine)
+        self.spots = SpotCollector(engine, len(self.class_names))
         #: The last audit's discovery (None when it did not run): cues, tested pairs, candidates.
         self.discovered: Discovered | None = None
 
