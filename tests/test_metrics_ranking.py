@@ -61,6 +61,22 @@ def test_top_k_hits_match_a_full_sort_for_every_k(batch, dtype):
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-9, err_msg=f"k={k}")
 
 
+def test_a_small_region_is_counted_among_the_values_above_a_bound(monkeypatch):
+    """``K`` at most an eighth of the map: the shorter way runs (a spy sees it give the values), and its
+    counts equal a full sort's, ties included (peaked maps of 9 levels; no spatial pattern misleads the
+    sample)."""
+    maps = ((torch.rand(6, 64, 64, generator=torch.Generator().manual_seed(11)) ** 4) * 8).round() / 8
+    regions = random_boxes(6, 64, 12)
+    k = 64 * 64 // ranking.CANDIDATE_SHARE
+    found = []
+    spy = ranking._top_candidates
+    monkeypatch.setattr(ranking, "_top_candidates", lambda *args: found.append(spy(*args)) or found[-1])
+    got = ranking.top_k_hits(maps, regions, torch.full((6,), k))
+    expected = [sorted_hits(a, s, k) for a, s in zip(maps.numpy(), regions.numpy(), strict=True)]
+    assert len(found) == 6 and all(f is not None and k <= f[0].size for f in found)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-9)
+
+
 def test_the_cpu_selection_equals_the_topk_selection_used_elsewhere():
     maps = (cam_like(16, 64, 5) * 8).round() / 8
     regions = random_boxes(16, 64, 6)

@@ -18,6 +18,11 @@ On a CPU NumPy takes one map at a time, so each map stays in the cache for all i
    introselect), which also gives ``G`` and ``E``;
 4. one more pass counts the region's pixels at or above it (and, with ties, strictly above it).
 
+A region of at most ``1 / CANDIDATE_SHARE`` of its map takes a shorter way: the values at or above the
+sample's lower bound (a few more than ``K``) are copied out with whether each lies in the region, and the
+``K``-th value and both counts come from them alone (where fewer than ``K`` lie above the bound, the steps
+above run instead).
+
 ``torch.topk`` and ``torch.kthvalue`` carry an index with every value on a CPU and take about ten times
 longer; elsewhere (and for dtypes NumPy lacks) ``torch.topk`` selects the ``K``-th value.
 """
@@ -39,6 +44,9 @@ BRACKET_SPREAD = 2.0
 MIN_BRACKETED_PIXELS = 64 * SAMPLE_STRIDE
 #: Values of a bracket worth copying out; wider brackets are halved by counting first.
 BAND_PIXELS = 512
+#: A region of at most ``1 / CANDIDATE_SHARE`` of its map is counted among the values above a bound of
+#: its ``K``-th (a few more than ``K``) instead of bracketing the ``K``-th value between two bounds.
+CANDIDATE_SHARE = 8
 #: Pixels of a batch from which its maps are shared out among threads.
 PARALLEL_PIXELS = 2**21
 
@@ -101,6 +109,10 @@ def _hits_of_rows(
 
 def _row_hits(row: np.ndarray, member: np.ndarray, k: int, masks: list[np.ndarray]) -> float:
     """The count for one map; ``masks`` are three work buffers of the row's length."""
+    if k * CANDIDATE_SHARE <= row.size and row.size >= MIN_BRACKETED_PIXELS:
+        found = _top_candidates(row, member, k, masks[0])
+        if found is not None:
+            return _hits_among(*found, k)
     kth, greater, equal = _kth_largest_row(row, k, masks)
     scratch = masks[0]
     np.logical_and(np.greater_equal(row, kth, out=scratch), member, out=scratch)
@@ -109,6 +121,36 @@ def _row_hits(row: np.ndarray, member: np.ndarray, k: int, masks: list[np.ndarra
         return float(in_at_least)
     np.logical_and(np.greater(row, kth, out=scratch), member, out=scratch)
     in_above = np.count_nonzero(scratch)
+    return in_above + (k - greater) * (in_at_least - in_above) / equal
+
+
+def _top_candidates(
+    row: np.ndarray, member: np.ndarray, k: int, scratch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The values of ``row`` at or above a bound of its ``k``-th largest, and whether each is in the region
+    (None where the sample gives no bound that holds): a small ``k`` is selected among these alone."""
+    sample = np.sort(row[::SAMPLE_STRIDE])
+    fraction = (row.size - k) / row.size
+    spread = BRACKET_SPREAD * math.sqrt(sample.size * fraction * (1 - fraction))
+    low = math.floor(fraction * sample.size - spread - 1)
+    if low < 0:
+        return None
+    at = np.flatnonzero(np.greater_equal(row, sample[low], out=scratch))
+    return (row[at], member[at]) if at.size >= k else None
+
+
+def _hits_among(values: np.ndarray, members: np.ndarray, k: int) -> float:
+    """The count of :func:`_row_hits` from every value at or above the ``k``-th largest (and whether each
+    lies in the region), ties at it shared in proportion."""
+    position = values.size - k
+    ordered = np.partition(values, position)
+    kth = ordered[position]
+    greater = int(np.count_nonzero(ordered[position + 1 :] > kth))
+    in_at_least = np.count_nonzero(members & (values >= kth))
+    equal = int(np.count_nonzero(values == kth))
+    if equal == k - greater:
+        return float(in_at_least)
+    in_above = np.count_nonzero(members & (values > kth))
     return in_above + (k - greater) * (in_at_least - in_above) / equal
 
 
@@ -180,6 +222,7 @@ def kth_largest(values: Tensor, k: Tensor) -> Tensor:
 __all__ = [
     "BAND_PIXELS",
     "BRACKET_SPREAD",
+    "CANDIDATE_SHARE",
     "MIN_BRACKETED_PIXELS",
     "PARALLEL_PIXELS",
     "SAMPLE_STRIDE",
