@@ -109,17 +109,20 @@ def _hits_of_rows(
 
 def _row_hits(row: np.ndarray, member: np.ndarray, k: int, masks: list[np.ndarray]) -> float:
     """The count for one map; ``masks`` are three work buffers of the row's length."""
-    if k * CANDIDATE_SHARE <= row.size and row.size >= MIN_BRACKETED_PIXELS:
-        found = _top_candidates(row, member, k, masks[0])
-        if found is not None:
-            return _hits_among(*found, k)
-    kth, greater, equal = _kth_largest_row(row, k, masks)
-    scratch = masks[0]
-    np.logical_and(np.greater_equal(row, kth, out=scratch), member, out=scratch)
+    found = _top_candidates(row, member, k, masks[0]) if k * CANDIDATE_SHARE <= row.size else None
+    if found is not None:  # a small region: the values above a bound of the k-th hold every count
+        values, members = found
+        kth, greater, equal = _select(values.copy(), k, 0)
+    else:
+        values, members = row, member
+        band, above = _bracket(row, k, masks)
+        kth, greater, equal = _select(band, k, above)
+    scratch = masks[0][: values.size]
+    np.logical_and(np.greater_equal(values, kth, out=scratch), members, out=scratch)
     in_at_least = np.count_nonzero(scratch)
     if equal == k - greater:  # every value equal to the K-th is in the top K (always so without ties)
         return float(in_at_least)
-    np.logical_and(np.greater(row, kth, out=scratch), member, out=scratch)
+    np.logical_and(np.greater(values, kth, out=scratch), members, out=scratch)
     in_above = np.count_nonzero(scratch)
     return in_above + (k - greater) * (in_at_least - in_above) / equal
 
@@ -127,36 +130,33 @@ def _row_hits(row: np.ndarray, member: np.ndarray, k: int, masks: list[np.ndarra
 def _top_candidates(
     row: np.ndarray, member: np.ndarray, k: int, scratch: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The values of ``row`` at or above a bound of its ``k``-th largest, and whether each is in the region
-    (None where the sample gives no bound that holds): a small ``k`` is selected among these alone."""
-    sample = np.sort(row[::SAMPLE_STRIDE])
-    fraction = (row.size - k) / row.size
-    spread = BRACKET_SPREAD * math.sqrt(sample.size * fraction * (1 - fraction))
-    low = math.floor(fraction * sample.size - spread - 1)
-    if low < 0:
+    """The values of ``row`` at or above a lower bound of its ``k``-th largest, and whether each is in the
+    region (None where the sample gives no bound that holds)."""
+    bounds = _sample_bounds(row, k)
+    if bounds is None or bounds[1] < 0:
         return None
+    sample, low, _ = bounds
     at = np.flatnonzero(np.greater_equal(row, sample[low], out=scratch))
     return (row[at], member[at]) if at.size >= k else None
 
 
-def _hits_among(values: np.ndarray, members: np.ndarray, k: int) -> float:
-    """The count of :func:`_row_hits` from every value at or above the ``k``-th largest (and whether each
-    lies in the region), ties at it shared in proportion."""
-    position = values.size - k
-    ordered = np.partition(values, position)
-    kth = ordered[position]
-    greater = int(np.count_nonzero(ordered[position + 1 :] > kth))
-    in_at_least = np.count_nonzero(members & (values >= kth))
-    equal = int(np.count_nonzero(values == kth))
-    if equal == k - greater:
-        return float(in_at_least)
-    in_above = np.count_nonzero(members & (values > kth))
-    return in_above + (k - greater) * (in_at_least - in_above) / equal
+def _sample_bounds(row: np.ndarray, k: int) -> tuple[np.ndarray, int, int] | None:
+    """Every :data:`SAMPLE_STRIDE`-th value of ``row``, sorted, and the positions in it :data:`BRACKET_SPREAD`
+    standard deviations below and above where the ``k``-th largest value would fall (None for a map too
+    small to sample)."""
+    if row.size < MIN_BRACKETED_PIXELS:
+        return None
+    sample = np.sort(row[::SAMPLE_STRIDE])
+    fraction = (row.size - k) / row.size  # of the values below the k-th largest
+    centre = fraction * sample.size
+    spread = BRACKET_SPREAD * math.sqrt(sample.size * fraction * (1 - fraction))
+    return sample, math.floor(centre - spread - 1), math.ceil(centre + spread + 1)
 
 
-def _kth_largest_row(row: np.ndarray, k: int, masks: list[np.ndarray]) -> tuple[float, int, int]:
-    """The ``k``-th largest value of ``row``, how many values are above it and how many equal it."""
-    band, greater = _bracket(row, k, masks)
+def _select(band: np.ndarray, k: int, greater: int) -> tuple[float, int, int]:
+    """The ``k``-th largest value of a map from ``band`` (reordered in place), which holds it and every value
+    equal to it, with ``greater`` values of the map above ``band``; and how many of the map's values lie
+    above it and equal it."""
     position = band.size - (k - greater)
     band.partition(position)
     kth = band[position]
@@ -167,13 +167,10 @@ def _kth_largest_row(row: np.ndarray, k: int, masks: list[np.ndarray]) -> tuple[
 def _bracket(row: np.ndarray, k: int, masks: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """A copy of the values of ``row`` in ``[lo, hi)``, two bounds of its ``k``-th largest value, and how
     many lie at or above ``hi`` (all values and 0 where the sample gives no bracket that holds)."""
-    if row.size < MIN_BRACKETED_PIXELS:
+    bounds = _sample_bounds(row, k)
+    if bounds is None:
         return row.copy(), 0
-    sample = np.sort(row[::SAMPLE_STRIDE])
-    fraction = (row.size - k) / row.size  # of the values below the k-th largest
-    centre = fraction * sample.size
-    spread = BRACKET_SPREAD * math.sqrt(sample.size * fraction * (1 - fraction))
-    low, high = math.floor(centre - spread - 1), math.ceil(centre + spread + 1)
+    sample, low, high = bounds
     if low < 0 or high >= sample.size:  # the k-th value is near the top or bottom: no narrow bracket
         return row.copy(), 0
     scratch, at_low, at_high = masks
