@@ -8,7 +8,7 @@ is a real part of the map. The candidate is the component's own pixels, never a 
 cannot straddle the object.
 
 A candidate is only evidence once an intervention on it changes the model more than the same
-intervention on a control region: :func:`control_offset` places the candidate's shape elsewhere in the
+intervention on a control region: :func:`control_offsets` places the candidate's shape elsewhere in the
 same image, at the same distance from the object, touching neither the grown object nor the grown
 candidate (a naive control, a random box far from the object, is not matched: a fill next to the object
 changes a clean model far more often than one in an empty corner).
@@ -166,41 +166,16 @@ def control_offsets(spots: Tensor, regions: Tensor, stride: int) -> list[tuple[i
     tables = nnf.pad(forbidden.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
     edges = regions & grow(~regions, 1)
     fits = (spots.flatten(1).any(dim=1) & regions.flatten(1).any(dim=1)).tolist()
-    if spots.device.type == "cpu":  # numpy: a few small array operations per spot cost far less there
-        return _offsets_numpy(spots.numpy(), regions.numpy(), edges.numpy(), tables.numpy(), fits, stride)
-    return [
-        _offset(spots[i], regions[i], edges[i], tables[i], stride) if fit else None
-        for i, fit in enumerate(fits)
-    ]
-
-
-def _offset(spot: Tensor, region: Tensor, edge: Tensor, table: Tensor, stride: int) -> tuple[int, int] | None:
-    height, width = spot.shape
-    ys, xs = spot.nonzero(as_tuple=True)
-    top, left, bottom, right = int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
-    box_h, box_w = bottom - top, right - left
-    step = max(1, stride // 2)
-    tops = torch.arange(0, height - box_h + 1, step, device=spot.device)
-    lefts = torch.arange(0, width - box_w + 1, step, device=spot.device)
-    y0, x0 = tops[:, None], lefts[None, :]
-    inside = table[y0 + box_h, x0 + box_w] - table[y0, x0 + box_w] - table[y0 + box_h, x0] + table[y0, x0]
-    free = (inside == 0).nonzero()
-    if free.numel() == 0:
-        return None
-    centre_y, centre_x = ys.to(torch.float64).mean(), xs.to(torch.float64).mean()
-    boundary = (edge if bool(edge.any()) else region).nonzero().to(torch.float64)
-    places = torch.stack([tops[free[:, 0]] + (centre_y - top), lefts[free[:, 1]] + (centre_x - left)], 1)
-    reach = torch.cdist(places.to(torch.float64), boundary).amin(dim=1)
-    own = torch.cdist(torch.stack([centre_y, centre_x])[None], boundary).amin()
-    best = int(torch.argmin((reach - own).abs()))
-    return int(tops[free[best, 0]]) - top, int(lefts[free[best, 1]]) - left
+    # the search runs per spot on CPU arrays whatever the device: a few small array operations per spot,
+    # where a GPU would wait on a launch for each
+    spots_, regions_, edges_, tables_ = (x.cpu().numpy() for x in (spots, regions, edges, tables))
+    return _offsets_numpy(spots_, regions_, edges_, tables_, fits, stride)
 
 
 def _offsets_numpy(spots: np.ndarray, regions: np.ndarray, edges: np.ndarray, tables: np.ndarray,
                    fits: list[bool], stride: int) -> list[tuple[int, int] | None]:  # fmt: skip
-    """:func:`_offset` of every spot that ``fits``, on CPU arrays: the boxes and centres of all spots at
-    once, then each spot's places. The distances are still ``torch.cdist``'s, so the place taken is the
-    same to the last bit."""
+    """The control place of every spot that ``fits``, on CPU arrays: the boxes and centres of all spots at
+    once, then each spot's places (:func:`_place`)."""
     height, width = spots.shape[1:]
     rows, cols = np.asarray(spots.any(axis=2)), np.asarray(spots.any(axis=1))  # [M, H], [M, W]
     tops, lefts = rows.argmax(axis=1), cols.argmax(axis=1)
@@ -221,7 +196,9 @@ def _offsets_numpy(spots: np.ndarray, regions: np.ndarray, edges: np.ndarray, ta
 
 def _place(table: np.ndarray, box: tuple[int, int, int, int], centre: tuple[np.float64, np.float64],
            boundary: np.ndarray, step: int) -> tuple[int, int] | None:  # fmt: skip
-    """:func:`_offset`'s search for one spot (``box``: top, left, height, width) on CPU arrays."""
+    """The search for one spot (``box``: top, left, height, width): the free places on the grid of
+    ``step`` pixels, and among them the one whose centre's distance from the object's ``boundary`` is
+    nearest to the spot's own (ties: the first in raster order)."""
     top, left, box_h, box_w = box
     last_y, last_x = table.shape[0] - box_h, table.shape[1] - box_w  # one past the last top, left
     # the summed-area table at the corners of every box on the grid, as strided views
