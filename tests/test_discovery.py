@@ -19,7 +19,7 @@ import torch
 
 from cam_audit import ShortcutPolicy, audit
 from cam_audit.counterfactual.matched import inpaint, object_holes
-from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift, shift_each
+from cam_audit.counterfactual.spots import control_offsets, grow, hot_spots, shift_each
 from cam_audit.errors import CamAuditError, ReportError
 from cam_audit.probe import ProbeSet
 from cam_audit.report import AuditReport
@@ -233,7 +233,7 @@ def test_controls_have_the_spots_shape_touch_neither_object_nor_spot_and_match_i
     for i, offset in enumerate(control_offsets(spots, regions, stride)):
         if offset is None:
             continue
-        control = shift(spots[i], *offset)
+        control = shift_each(spots[i : i + 1], torch.tensor([offset]))[0]
         assert control.sum() == spots[i].sum()  # the same shape, wholly inside the image
         assert not (control & grow(regions[i : i + 1], stride)[0]).any()
         assert not (control & grow(spots[i : i + 1], stride)[0]).any()
@@ -299,14 +299,24 @@ def test_grow_is_a_square_dilation_at_every_radius():
         assert torch.equal(grow(regions, radius), square), radius
 
 
-def test_shift_each_moves_every_mask_as_shift_moves_one():
+def _shifted(mask: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """One mask moved by slicing: what leaves the image is dropped, what enters is 0."""
+    out = torch.zeros_like(mask)
+    height, width = mask.shape[-2:]
+    out[..., max(0, dy) : min(height, height + dy), max(0, dx) : min(width, width + dx)] = mask[
+        ..., max(0, -dy) : min(height, height - dy), max(0, -dx) : min(width, width - dx)
+    ]
+    return out
+
+
+def test_shift_each_moves_every_mask_as_slicing_moves_one():
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(12, 3, 10, 14, generator=generator)
     offsets = torch.stack([torch.randint(-9, 10, (12,), generator=generator),
                            torch.randint(-13, 14, (12,), generator=generator)], 1)  # fmt: skip
     for masks in (images, images[:, 0] > 0.5):
         moves = offsets.tolist()
-        one_by_one = torch.stack([shift(m, dy, dx) for m, (dy, dx) in zip(masks, moves, strict=True)])
+        one_by_one = torch.stack([_shifted(m, dy, dx) for m, (dy, dx) in zip(masks, moves, strict=True)])
         assert torch.equal(shift_each(masks, offsets), one_by_one)
 
 

@@ -219,22 +219,9 @@ def _place(table: np.ndarray, box: tuple[int, int, int, int], centre: tuple[np.f
     return int(tops[best]) - top, int(lefts[best]) - left
 
 
-def shift(masks: Tensor, dy: int, dx: int) -> Tensor:
-    """``masks [..., H, W]`` moved by ``(dy, dx)`` pixels; what leaves the image is dropped, what enters
-    is False (or 0)."""
-    out = torch.zeros_like(masks)
-    height, width = masks.shape[-2:]
-    src_y = slice(max(0, -dy), min(height, height - dy))
-    src_x = slice(max(0, -dx), min(width, width - dx))
-    dst_y = slice(max(0, dy), min(height, height + dy))
-    dst_x = slice(max(0, dx), min(width, width + dx))
-    out[..., dst_y, dst_x] = masks[..., src_y, src_x]
-    return out
-
-
 def shift_each(masks: Tensor, offsets: Tensor) -> Tensor:
-    """Each of ``masks [M, ..., H, W]`` moved by its own ``offsets[i] = (dy, dx)`` (long ``[M, 2]``), as
-    :func:`shift` moves one, in a single gather.
+    """Each of ``masks [M, ..., H, W]`` moved by its own ``offsets[i] = (dy, dx)`` pixels (long ``[M, 2]``),
+    in a single gather; what leaves the image is dropped, what enters is False (or 0).
 
     >>> masks = torch.arange(8.0).reshape(2, 2, 2)
     >>> shift_each(masks, torch.tensor([[0, 1], [-1, 0]])).tolist()
@@ -252,4 +239,4 @@ def shift_each(masks: Tensor, offsets: Tensor) -> Tensor:
     return torch.where(inside, moved, torch.zeros((), dtype=masks.dtype, device=masks.device))
 
 
-__all__ = ["control_offsets", "grow", "hot_spots", "shift", "shift_each", "spot_geometry", "stride_of"]
+__all__ = ["control_offsets", "grow", "hot_spots", "shift_each", "spot_geometry", "stride_of"]
