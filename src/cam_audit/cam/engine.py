@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cam_audit.cam import tasks
@@ -30,6 +29,7 @@ from cam_audit.cam.layers import (
     resolve_target_layer,
     runs_twice_error,
 )
+from cam_audit.cam.resize import resize_bilinear
 from cam_audit.cam.tasks import Task
 from cam_audit.cam.weights import gradcam_plus_plus_weights, gradcam_weights, weighted_map
 from cam_audit.errors import CamAuditError, TargetLayerError, check_choice
@@ -338,7 +338,7 @@ def _maps(
 
 def _upsample(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
     """[N, h, w] -> [N, H, W], bilinear with ``align_corners=False`` (keeps values >= 0)."""
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return resize_bilinear(maps[:, None], (int(size[0]), int(size[1])))[:, 0]
 
 
 def _check_methods(methods: tuple[str, ...], argument: str) -> None:

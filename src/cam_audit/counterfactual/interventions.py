@@ -26,6 +26,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from cam_audit.cam import tasks
+from cam_audit.cam.resize import resize_bilinear
 from cam_audit.cam.tasks import Task
 from cam_audit.errors import CamAuditError
 
@@ -116,7 +117,7 @@ def coarse_blur(images: Tensor, sigma: float) -> Tensor:
     blurred = TF.gaussian_blur(small, kernel_size=[kernel, kernel], sigma=[small_sigma, small_sigma])
     if factor == 1:
         return blurred
-    return nnf.interpolate(blurred, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return resize_bilinear(blurred, (images.shape[-2], images.shape[-1]))
 
 
 def paste_region(destination: Tensor, source: Tensor, regions: Tensor) -> Tensor:

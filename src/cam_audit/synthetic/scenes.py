@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from cam_audit.cam.resize import linear_weights
 from cam_audit.errors import CamAuditError, check_choice
 from cam_audit.regions import region_boxes
 from cam_audit.synthetic.backgrounds import BackgroundCue, add_background_cue, check_background
@@ -193,7 +193,7 @@ def make_scenes(
     size = image_size
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 5, 5, generator=generator)
-    upsample = _linear_upsampling(5, size)  # [S, 5]: bilinear upsampling as two matrix products
+    upsample = linear_weights(5, size)  # [S, 5]: bilinear upsampling as two matrix products
     background = (0.3 * upsample) @ coarse @ upsample.T + 0.35
     noise = torch.randn(n, 3, size, size, generator=generator).mul_(_NOISE)
 
@@ -246,12 +246,6 @@ def make_scenes(
         num_classes=num_classes,
         tag_background=tag_background.permute(0, 3, 1, 2).contiguous(),
     )
-
-
-def _linear_upsampling(coarse: int, fine: int) -> Tensor:
-    """Matrix ``[fine, coarse]`` that resamples a signal like ``F.interpolate(mode="linear")``."""
-    identity = torch.eye(coarse)[:, None, :]  # [coarse, 1, coarse]
-    return F.interpolate(identity, size=fine, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
 
 
 def _tag_patterns(height: int, width: int) -> Tensor:
