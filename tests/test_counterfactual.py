@@ -151,6 +151,26 @@ def test_a_batch_of_one_has_no_paste_partner():
     assert paste_partners(one, torch.tensor([True]), one).tolist() == [-1]
 
 
+@pytest.mark.parametrize(("size", "sigma"), [(64, 8.0), (33, 4.125), (100, 12.5), (12, 1.5)])
+def test_coarse_blur_is_pooling_then_a_small_gaussian_then_bilinear_upsampling(size, sigma):
+    """The matrices do what the three steps do (written out here with torch's own operators), and each
+    image's result is the same in any batch."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from cam_audit.counterfactual import coarse_blur
+
+    images = torch.rand(6, 3, size, size, generator=torch.Generator().manual_seed(4))
+    factor = max(1, int(sigma // 2))
+    small = torch.nn.functional.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images
+    kernel = 2 * int(2 * sigma / factor) + 1
+    small = TF.gaussian_blur(small, kernel_size=[kernel, kernel], sigma=[sigma / factor, sigma / factor])
+    expected = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    blurred = coarse_blur(images, sigma)
+    assert (blurred - expected).abs().max().item() < 1e-6
+    alone = torch.cat([coarse_blur(images[i : i + 1], sigma) for i in range(len(images))])
+    assert torch.equal(blurred, alone)
+
+
 def test_coarse_blur_is_close_to_the_full_gaussian_blur():
     from torchvision.transforms.v2 import functional as TF
 

@@ -1,8 +1,8 @@
 """Counterfactual interventions: fill a region, paste a cue into other images, and score what changes."""
 
+from cam_audit.counterfactual.blur import coarse_blur
 from cam_audit.counterfactual.interventions import (
     Fill,
-    coarse_blur,
     fill_region,
     fill_scores,
     paste_moves,

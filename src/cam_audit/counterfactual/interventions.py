@@ -21,13 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from cam_audit.cam import tasks
-from cam_audit.cam.resize import resize_bilinear
 from cam_audit.cam.tasks import Task
+from cam_audit.counterfactual.blur import coarse_blur
 from cam_audit.errors import CamAuditError
 
 FillFn = Callable[[Tensor, Tensor], Tensor]
@@ -94,30 +92,6 @@ def _filled(images: Tensor, regions: Tensor, fill: Fill) -> Tensor:
     else:
         raise CamAuditError(f"fill must be 'blur', 'mean' or a callable(images, regions), got {fill!r}")
     return torch.where(mask, filled.to(images.dtype), images)
-
-
-def coarse_blur(images: Tensor, sigma: float) -> Tensor:
-    """A Gaussian blur of large ``sigma`` at a fraction of the cost.
-
-    The image is area-downsampled by ``factor = sigma // 2`` (so the Gaussian keeps a sigma of at least
-    2 pixels), blurred with sigma / factor, and upsampled bilinearly. For sigma = 8 on 64x64 images this
-    is a 9-tap blur of a 16x16 image instead of a 33-tap blur of the full one.
-
-    Args:
-        images: float tensor [N, C, H, W].
-        sigma: the blur's standard deviation in pixels of ``images``.
-
-    Returns:
-        float tensor [N, C, H, W].
-    """
-    factor = max(1, int(sigma // 2))
-    small = nnf.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images
-    small_sigma = sigma / factor
-    kernel = 2 * int(2 * small_sigma) + 1
-    blurred = TF.gaussian_blur(small, kernel_size=[kernel, kernel], sigma=[small_sigma, small_sigma])
-    if factor == 1:
-        return blurred
-    return resize_bilinear(blurred, (images.shape[-2], images.shape[-1]))
 
 
 def paste_region(destination: Tensor, source: Tensor, regions: Tensor) -> Tensor:
@@ -262,7 +236,6 @@ def paste_moves(
 
 
 __all__ = [
-    "coarse_blur",
     "fill_region",
     "fill_regions",
     "fill_scores",

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from cam_audit.cam import tasks
 from cam_audit.cam.tasks import Task
-from cam_audit.counterfactual.interventions import Fill, coarse_blur, fill_region, fill_regions, paste_region
+from cam_audit.counterfactual.blur import coarse_blur
+from cam_audit.counterfactual.interventions import Fill, fill_region, fill_regions, paste_region
 from cam_audit.counterfactual.spots import grow, shift_each
 
 Forward = Callable[[Tensor], Tensor]
