@@ -33,7 +33,14 @@ _TEXT = ("class", "where")
 
 def empty_cues() -> pd.DataFrame:
     """A cue table without rows (an audit without discovery, or one that found nothing)."""
-    return normalise(pd.DataFrame(columns=list(CUE_COLUMNS)))
+    return pd.DataFrame({column: np.empty(0, dtype=_dtype(column)) for column in CUE_COLUMNS})
+
+
+def _dtype(column: str) -> type | str:
+    """The dtype of a column of :data:`CUE_COLUMNS`."""
+    if column in _TEXT:
+        return object
+    return bool if column == "confirmed" else "int64" if column in _INTEGER else "float64"
 
 
 def normalise(cues: pd.DataFrame) -> pd.DataFrame:
