@@ -24,10 +24,11 @@ from torchmetrics import Metric
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import functional as F
 
-__all__ = ["MassLift", "MeanScore", "PointingGame", "RelevanceMass", "RelevanceRank"]
+__all__ = ["MassLift", "MeanScore", "PointingGame", "RelevanceMass", "RelevanceRank", "mean_or_nan"]
 
 
-def _mean_or_nan(total: Tensor, count: Tensor) -> Tensor:
+def mean_or_nan(total: Tensor, count: Tensor) -> Tensor:
+    """``total / count`` as float32, ``NaN`` where ``count`` is 0 (elementwise)."""
     mean = total / count.clamp(min=1).to(total.dtype)
     return torch.where(count > 0, mean, float("nan")).to(torch.float32)
 
@@ -95,7 +96,7 @@ class MeanScore(Metric):
 
     def compute(self) -> Tensor:
         """Mean over finite samples (synced across processes), float32 scalar; ``NaN`` if there are none."""
-        return _mean_or_nan(self.total, self.count)
+        return mean_or_nan(self.total, self.count)
 
     def compute_per_class(self) -> Tensor:
         """Per-class mean over finite samples, synced across processes like :meth:`compute`.
@@ -105,7 +106,7 @@ class MeanScore(Metric):
         """
         self._require_classes("compute_per_class")
         with self._synced_states():
-            return _mean_or_nan(self.class_total, self.class_count).clone()
+            return mean_or_nan(self.class_total, self.class_count).clone()
 
     def compute_degenerate(self) -> Tensor:
         """Number of degenerate (``NaN``) samples seen, synced across processes; int64 scalar."""

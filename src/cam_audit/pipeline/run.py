@@ -275,7 +275,7 @@ class AuditRun:
     ) -> AuditReport:
         """Step 3: synced summary, per-class table and verdict (a collective call under DDP)."""
         names = self.class_names
-        summary, per_class = self.scores.compute(names)
+        summary, per_class = self.scores.summarise(names)
         samples = samples.sort_values("index").reset_index(drop=True)
         samples.insert(3, "class", [names[int(i)] for i in samples["label"]])
         by_class = samples.groupby("label")

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal, cast
+from typing import Literal
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from cam_audit.cam import CamEngine, tasks
 from cam_audit.counterfactual import Fill, fill_scores, paste_moves, paste_partners
+from cam_audit.errors import CamAuditError
 from cam_audit.keys import DISCOVERY_COLUMNS, REDUCED_COLUMNS, SCORES
-from cam_audit.metrics import MeanScore
 from cam_audit.metrics import functional as F
+from cam_audit.metrics.scores import mean_or_nan
 from cam_audit.probe import ProbeBatch, ProbeSet
 
 Target = Literal["label", "predicted"]
@@ -29,53 +31,95 @@ Method = Literal["gradcam++", "gradcam"]
 #: Called with ``(batch, maps, rows)`` after each scored batch (a progress bar, overlays).
 OnBatch = Callable[[ProbeBatch, Tensor, dict[str, Tensor]], None]
 
-class AuditScores(nn.Module):
-    """One :class:`~cam_audit.metrics.MeanScore` per per-sample column of :data:`cam_audit.keys.SCORES`,
-    probe-wide and per class.
+class AuditScores(Metric):
+    """The sums behind every per-sample column of :data:`cam_audit.keys.SCORES` that the summary reduces,
+    probe-wide and per class, in one set of torchmetrics states: ``[K]`` sums, counts of finite values and
+    counts of NaN (degenerate) values for the ``K`` columns, and ``[K, C]`` the same per class.
 
-    Every state is a sum, so under DDP each process scores its own slice of the probe and
-    :meth:`compute` (called on every process) returns the probe-wide numbers everywhere.
+    Every state is a sum, so under DDP each process scores its own slice of the probe and :meth:`summarise`
+    (called on every process) returns the probe-wide numbers everywhere, from one sync of the six states.
+    Each score is reduced as :class:`~cam_audit.metrics.MeanScore` reduces one column (``total / count``
+    over the finite values, as float32); holding all columns in one metric spares an audit fourteen
+    metrics to build, update and sync.
     """
+
+    full_state_update = False
+    total: Tensor
+    count: Tensor
+    degenerate: Tensor
+    class_total: Tensor
+    class_count: Tensor
+    class_degenerate: Tensor
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.scores = nn.ModuleDict({key: MeanScore(num_classes=num_classes) for key in REDUCED_COLUMNS})
+        self.columns = REDUCED_COLUMNS
+        self._row = {column: row for row, column in enumerate(self.columns)}
+        k = len(self.columns)
+        for name, shape in (("total", (k,)), ("class_total", (k, num_classes))):
+            self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        for name, shape in (("count", (k,)), ("degenerate", (k,)), ("class_count", (k, num_classes)),
+                            ("class_degenerate", (k, num_classes))):  # fmt: skip
+            self.add_state(name, torch.zeros(shape, dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, rows: dict[str, Tensor], labels: Tensor) -> None:
-        """Add the samples' scores of every key in ``rows`` (the paste test's arrive on their own)."""
-        for key in self.scores:
-            if key in rows:
-                metric = self.metric(key)
-                metric.update(rows[key].to(metric.device, torch.float64), labels.to(metric.device))
+    def update(self, rows: Mapping[str, Tensor], labels: Tensor) -> None:
+        """Add the samples' scores of every column in ``rows`` (the paste test's arrive on their own);
+        ``labels`` ``[N]`` are the samples' classes. NaN counts as degenerate, an infinity is refused."""
+        present = [column for column in self.columns if column in rows]
+        if not present:
+            return
+        device = self.total.device
+        values = torch.stack([rows[column].detach().to(device, torch.float64) for column in present])
+        infinite = torch.isinf(values)
+        if bool(infinite.any()):
+            row, sample = (int(v) for v in infinite.nonzero()[0])
+            raise CamAuditError(
+                f"AuditScores.update: {present[row]}[{sample}] is infinite; only finite scores or NaN (a "
+                "degenerate sample) can be averaged. Check how that score was computed."
+            )
+        finite = ~torch.isnan(values)
+        kept = torch.where(finite, values, 0.0)
+        at = torch.tensor([self._row[column] for column in present], device=device)
+        labels = labels.to(device=device, dtype=torch.int64)
+        self.total = self.total.index_add(0, at, kept.sum(dim=1))
+        self.count = self.count.index_add(0, at, finite.sum(dim=1))
+        self.degenerate = self.degenerate.index_add(0, at, (~finite).sum(dim=1))
+        for name, per_sample in (("class_total", kept), ("class_count", finite.to(torch.int64)),
+                                 ("class_degenerate", (~finite).to(torch.int64))):  # fmt: skip
+            per_class = per_sample.new_zeros(len(present), self.num_classes).index_add_(1, labels, per_sample)
+            setattr(self, name, getattr(self, name).index_add(0, at, per_class))
 
-    def reset(self) -> None:
-        for key in self.scores:
-            self.metric(key).reset()
+    def compute(self) -> dict[str, Tensor]:
+        """The states, summed over all processes."""
+        return {name: getattr(self, name).clone() for name in self._defaults}
 
-    def metric(self, column: str) -> MeanScore:
-        """The states of one per-sample column."""
-        return cast(MeanScore, self.scores[column])
-
-    def compute(self, class_names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:
+    def summarise(self, class_names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:
         """Probe-wide summary and per-class table, each score reduced as :data:`cam_audit.keys.SCORES`
         says (a collective call under DDP: call it on every rank)."""
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+        ):
+            states = {name: getattr(self, name).clone() for name in self._defaults}
+        means = mean_or_nan(states["total"], states["count"]).tolist()
+        class_means = mean_or_nan(states["class_total"], states["class_count"]).tolist()
+        counts, degenerate = states["count"].tolist(), states["degenerate"].tolist()
         summary: dict[str, float] = {}
         per_class: dict[str, list[float]] = {}
         for entry in SCORES:
             if entry.reduce == "cues":  # counted from the cue table by the run, not from the samples
                 continue
-            metric = self.metric(entry.column)
+            row = self._row[entry.column]
             if entry.reduce == "mean":
-                summary[entry.summary] = float(metric.compute())
-                per_class[entry.summary] = metric.compute_per_class().tolist()
+                summary[entry.summary] = means[row]
+                per_class[entry.summary] = class_means[row]
             elif entry.reduce == "count":
-                summary[entry.summary] = float(metric.compute_count())
+                summary[entry.summary] = float(counts[row])
             elif entry.reduce == "degenerate":
-                summary[entry.summary] = float(metric.compute_degenerate())
+                summary[entry.summary] = float(degenerate[row])
             else:  # "sum" of a 0/1 column: its mean times its count
-                count = int(metric.compute_count())
-                summary[entry.summary] = float(round(float(metric.compute()) * count)) if count else 0.0
+                count = counts[row]
+                summary[entry.summary] = float(round(means[row] * count)) if count else 0.0
         frame = pd.DataFrame(per_class, index=pd.Index(list(class_names), name="class"))
         return summary, frame
 
