@@ -91,7 +91,10 @@ class AuditScores(Metric):
             setattr(self, name, getattr(self, name).index_add(0, at, per_class))
 
     def compute(self) -> dict[str, Tensor]:
-        """The states, summed over all processes."""
+        """The states by name (torchmetrics sums them over all processes around this call)."""
+        return self._states()
+
+    def _states(self) -> dict[str, Tensor]:
         return {name: getattr(self, name).clone() for name in self._defaults}
 
     def summarise(self, class_names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:
@@ -100,7 +103,7 @@ class AuditScores(Metric):
         with self.sync_context(
             dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
         ):
-            states = {name: getattr(self, name).clone() for name in self._defaults}
+            states = self._states()
         means = mean_or_nan(states["total"], states["count"]).tolist()
         class_means = mean_or_nan(states["class_total"], states["class_count"]).tolist()
         counts, degenerate = states["count"].tolist(), states["degenerate"].tolist()
