@@ -12,7 +12,9 @@ maps can cost less), ``audit(counterfactual=False)``, ``audit(counterfactual=Tru
 ``--discover``, ``audit(counterfactual=True, discover=True)``, in that order;
 rounds repeat after a warm-up, so drifting load on a shared machine hits every arm alike, and the medians
 are compared. Then each score of :mod:`cam_audit.metrics.functional`, and ``localisation()`` giving all of
-them at once, is timed on 256 maps of 224x224 (median of ``--metric-calls`` calls, input checks included):
+them at once, is timed on 256 maps of 224x224 (median of ``--metric-calls`` calls, input checks included),
+and the two resamplings an audit does besides the forwards (a CAM map to input size, the fill's blur) are
+timed against what they replace: ``F.interpolate`` and pooling, a Gaussian and ``F.interpolate``:
 
     python scripts/bench_audit.py --threads 2
     python scripts/bench_audit.py --threads 2 --repeats 9 --workloads demo
@@ -32,6 +34,7 @@ import inspect
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 
 import torch
@@ -165,6 +168,53 @@ def bench_metrics(packages: list[ModuleType], args: argparse.Namespace) -> None:
         print(f"same values from every package: {'yes' if same else 'NO'}")
 
 
+def bench_resampling(args: argparse.Namespace) -> None:
+    """Median milliseconds of the matrix resampling (:func:`cam_audit.cam.resize.resize_bilinear`,
+    :func:`cam_audit.counterfactual.coarse_blur`) against the torch operators they replace, in interleaved
+    calls on the shapes of both workloads' batches, and the largest difference between their values."""
+    import torch.nn.functional as nnf
+    from torchvision.transforms.v2 import functional as TF
+
+    from cam_audit.cam.resize import resize_bilinear
+    from cam_audit.counterfactual import coarse_blur
+
+    def three_steps(images: torch.Tensor, sigma: float) -> torch.Tensor:  # the blur as pool, blur, resize
+        factor = max(1, int(sigma // 2))
+        small = nnf.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images
+        kernel = 2 * int(2 * sigma / factor) + 1
+        small = TF.gaussian_blur(small, [kernel, kernel], [sigma / factor, sigma / factor])
+        return nnf.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def interpolate(maps: torch.Tensor, size: int) -> torch.Tensor:
+        return nnf.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+
+    generator = torch.Generator().manual_seed(4)
+    cases: list[tuple[str, Callable[[], torch.Tensor], Callable[[], torch.Tensor]]] = []
+    for shape, size in (((64, 1, 8, 8), 64), ((32, 1, 7, 7), 224)):  # the demo's and resnet18's maps
+        maps = torch.rand(shape, generator=generator)
+        before, after = partial(interpolate, maps, size), partial(resize_bilinear, maps, (size, size))
+        cases.append((f"CAM map {shape} -> {size}x{size}", before, after))
+    for shape in ((64, 3, 64, 64), (32, 3, 224, 224)):
+        images, sigma = torch.rand(shape, generator=generator), shape[-1] / 8
+        before, after = partial(three_steps, images, sigma), partial(coarse_blur, images, sigma)
+        cases.append((f"fill blur {shape}, sigma {sigma:g}", before, after))
+    print(f"\nresampling (median of {args.metric_calls} interleaved calls):")
+    print("| shapes | torch operators ms | matrices ms | ratio | largest difference |")
+    print("|---|---:|---:|---:|---:|")
+    for name, before, after in cases:
+        arms = {"before": before, "after": after}
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        for call in range(1 + args.metric_calls):
+            for arm in arms if call % 2 else reversed(arms):
+                started = time.perf_counter()
+                arms[arm]()
+                if call:
+                    times[arm].append(time.perf_counter() - started)
+        old, new = (statistics.median(times[arm]) * 1000 for arm in arms)
+        difference = float((before() - after()).abs().max())
+        print(f"| {name} | {old:.2f} | {new:.2f} | {new / old:.2f}x | {difference:.1e} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--metric-calls", type=int, default=20, help="timed calls of each score")
-    parser.add_argument("--no-metrics", action="store_true", help="skip the scores' own timing")
+    parser.add_argument("--no-metrics", action="store_true", help="skip the scores' and resamplings' timing")
     parser.add_argument("--discover", action="store_true",
                         help="also time audit(discover=True) (cues nobody annotated, bg_gap) in each round")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -193,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         print_workload(name, bench_workload(name, packages, args))
     if not args.no_metrics:
         bench_metrics(packages, args)
+        bench_resampling(args)
 
 
 if __name__ == "__main__":

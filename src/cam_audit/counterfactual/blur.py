@@ -20,8 +20,8 @@ def coarse_blur(images: Tensor, sigma: float) -> Tensor:
     sigma = 8 on 64x64 images this is a 9-tap blur of a 16x16 image instead of a 33-tap blur of the full
     one. Each step is linear along each axis, so the three together are two matrix products down to the
     small grid and two back up, in float32 (float64 for float64 images), on any device; on a CPU this
-    takes a third of the time of pooling, convolving and interpolating, and each image's result does not
-    depend on the others in its batch.
+    takes a fraction of the time of pooling, convolving and interpolating (``scripts/bench_audit.py`` times
+    both), and each image's result does not depend on the others in its batch.
 
     Args:
         images: float tensor [N, C, H, W].
