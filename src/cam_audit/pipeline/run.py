@@ -19,6 +19,7 @@ import functools
 import importlib.metadata
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,13 +119,14 @@ class AuditRun:
 
     def check_model(self) -> None:
         """One probe sample through the engine, as the audit runs it (dtype, forward, precision): a bad
-        layer, a wrong task, or logits that cannot cover every probe label fail now rather than after an
-        epoch of training (nothing runs for an empty probe)."""
+        layer, a wrong task, or logits that cannot cover every probe class fail now rather than after an
+        epoch of training (nothing runs for an empty probe). The sample's prediction is explained, so
+        that a probe with more classes than the model is told as such rather than as a bad label."""
         if len(self.probe) == 0:
             return
         batch = next(iter(self.probe.batches(1))).to(self.device)
         try:
-            logits = self.engine(batch.images, batch.labels).logits
+            logits = self.engine(batch.images, "predicted").logits
         except CamAuditError:
             raise
         except Exception as error:  # the user's model failed on a probe image: say how it was called
@@ -134,13 +136,30 @@ class AuditRun:
                 f"{error}; if its forward takes a dict or extra inputs, pass forward=(model, images) -> "
                 "logits, and check that the probe images have the channels and size the model expects"
             ) from error
-        task = self.engine.task
-        if tasks.num_classes(task, logits.shape[1]) < len(self.class_names):
+        self._check_classes(tuple(logits.shape))
+
+    def _check_classes(self, shape: tuple[int, ...]) -> None:
+        """The model's classes against the probe's: fewer is an error, more a warning when the probe names
+        its classes (names sorted from the files leave out a class the probe lacks, shifting the rest)."""
+        task, names = self.engine.task, self.class_names
+        decided = tasks.num_classes(task, shape[1])
+        if decided < len(names):
             expected = "one logit for classes 0 and 1" if task == "binary" else "[N, num_classes] logits"
             raise CamAuditError(
-                f"the model returns logits of shape {tuple(logits.shape)} (task {task!r}) but the probe has "
-                f"{len(self.class_names)} classes ({', '.join(self.class_names)}); the model must return "
-                f"{expected} covering every probe label"
+                f"the model returns logits of shape {shape} (task {task!r}) but the probe has {len(names)} "
+                f"classes ({', '.join(names)}); the model must return {expected} covering every probe "
+                "class: check the probe's class names for a typo or an extra class, or pass classes=[...] "
+                "(categories= for COCO) in the model's output order"
+            )
+        if decided > len(names) and self.probe.classes is not None:
+            warnings.warn(
+                f"the probe has {len(names)} classes ({', '.join(names)}) but the model decides among "
+                f"{decided}: probe class k is scored as the model's output k. If these are not the model's "
+                f"first {len(names)} classes in its output order (class names sorted from the probe's files "
+                "leave out a class it has no sample of), pass classes=[...] (categories= for COCO) in the "
+                "model's output order",
+                UserWarning,
+                stacklevel=4,
             )
 
     def __call__(
