@@ -94,3 +94,25 @@ def test_page_renders_in_headless_chromium(audited, tmp_path):
     badge = (0xC6, 0x28, 0x28)  # the red "SHORTCUT" badge: the style sheet was applied
     assert any(sum(abs(a - b) for a, b in zip(rgb, badge, strict=True)) < 12 for _, rgb in colours)
     assert shot.stat().st_size > 10_000
+
+
+def test_a_caption_wider_than_its_tile_loses_its_end_visibly_and_a_short_one_stays_whole():
+    """Captions under the overlay pairs (e.g. the cue gallery's 'triangle->square') are cut to the strip's
+    width with a '..' mark, never silently at a fixed number of characters."""
+    from PIL import ImageDraw
+
+    from cam_audit.render.overlays import text_strip
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    short, long = "triangle->square", "a-very-long-sample-id-0123456789.png"
+    assert draw.textlength(short) < 124 < draw.textlength(long)
+
+    def inked_columns(strip: torch.Tensor) -> int:
+        columns = (strip < 0.5).any(dim=0).any(dim=0).nonzero()
+        return int(columns.max()) + 1 if len(columns) else 0
+
+    whole = text_strip(short, 128)
+    assert inked_columns(whole) == pytest.approx(2 + draw.textlength(short), abs=2)  # all of it written
+    cut = text_strip(long, 128)
+    assert inked_columns(cut) <= 128 - 2  # it fits
+    assert inked_columns(cut) > 100  # and fills the strip rather than stopping at a fixed length

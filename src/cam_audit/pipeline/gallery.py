@@ -38,7 +38,9 @@ def cue_galleries(
         if tested.empty:
             continue
         rows = [_found_row(engine, probe, found, tested.head(per_cue), device)]
-        moved = tested[(tested["moved"] == 1) & (tested["partner"] >= 0)].head(per_cue)
+        # pasted examples into distinct images: sources whose pastes share a partner look alike
+        moved = tested[(tested["moved"] == 1) & (tested["partner"] >= 0)].drop_duplicates("partner")
+        moved = moved.head(per_cue)
         if len(moved):
             rows.append(_pasted_row(engine, probe, found, moved, device))
         out[int(number)] = _stack(rows)
@@ -56,7 +58,7 @@ def _found_row(engine: CamEngine, probe: ProbeSet, found: Discovered, tested, de
     images = torch.stack([_tile(img, box) for img, box in zip(batch.images, crops, strict=True)])
     heat = torch.stack([_tile(m[None], box)[0] for m, box in zip(maps, crops, strict=True)])
     outline = torch.stack([_tile(s[None].float(), box)[0] > 0.5 for s, box in zip(spots, crops, strict=True)])
-    captions = [f"{sid}"[:14] for sid in batch.sample_ids]
+    captions = [str(sid) for sid in batch.sample_ids]
     return overlay_grid(images, heat, spurious=outline, captions=captions, ncol=len(positions), scale=1)
 
 
@@ -76,7 +78,7 @@ def _pasted_row(engine: CamEngine, probe: ProbeSet, found: Discovered, moved, de
     heat = nnf.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     outline = nnf.interpolate(spots[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
     captions = [
-        f"{names[int(lbl)]}->{names[int(c)]}"[:14] for lbl, c in zip(partner.labels, classes, strict=True)
+        f"{names[int(lbl)]}->{names[int(c)]}" for lbl, c in zip(partner.labels, classes, strict=True)
     ]
     return overlay_grid(
         images, heat.clamp_min(0), spurious=outline, captions=captions, ncol=len(sources), scale=1

@@ -181,9 +181,15 @@ def hwc_uint8(image: Tensor) -> Any:
 
 
 def text_strip(text: str, width: int, height: int = 12) -> Tensor:
-    """A white strip [3, height, width] in [0, 1] with ``text`` written in black from its left edge."""
+    """A white strip [3, height, width] in [0, 1] with ``text`` written in black from its left edge; a text
+    wider than the strip loses its end, marked by ``..``."""
     strip = Image.new("RGB", (width, height), "white")
-    ImageDraw.Draw(strip).text((2, 0), text, fill="black")
+    draw = ImageDraw.Draw(strip)
+    if draw.textlength(text) > width - 4:
+        while text and draw.textlength(text + "..") > width - 4:
+            text = text[:-1]
+        text += ".."
+    draw.text((2, 0), text, fill="black")
     pixels = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).view(height, width, 3)
     return pixels.permute(2, 0, 1).float() / 255
 
