@@ -67,11 +67,11 @@ def test_a_nested_typo_suggests_the_closest_names_at_any_depth(typo, suggested):
     assert f"'{suggested}'" in guesses.split(" or ")
 
 
-def test_a_name_far_from_every_layer_lists_the_spatial_layers_without_guessing():
+def test_a_name_far_from_every_layer_lists_the_candidate_blocks_without_guessing():
     with pytest.raises(TargetLayerError) as error:
         CamEngine(Aliased(), "transformer_block_11")
     message = str(error.value)
-    assert "did you mean" not in message and "layers with a spatial output:" in message
+    assert "did you mean" not in message and "blocks holding convolutions:" in message
 
 
 def test_a_compiled_submodule_is_audited_like_the_eager_model_without_recompiling(probe):

@@ -219,10 +219,13 @@ def _not_found_error(
 ) -> TargetLayerError:
     close = close_names(target_layer, model)
     guess = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else "."
+    # without an input nothing has run: the top-level blocks that hold convolutions are named, and a block
+    # ending in a head (a whole backbone) outputs no map although it holds one
+    listed = "layers with a spatial output" if example_input is not None else "blocks holding convolutions"
     return TargetLayerError(
-        f"target_layer '{target_layer}' not found in {_model_name(model)}; layers with a spatial output: "
+        f"target_layer '{target_layer}' not found in {_model_name(model)}; {listed}: "
         f"{_candidates_hint(model, example_input, forward)}{guess} Nested dotted names work too; "
-        "cam_audit.cam.spatial_layers(model, images) lists them all"
+        "cam_audit.cam.spatial_layers(model, images) lists the layers with a spatial output"
     )
 
 
