@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from cam_audit import keys
 from cam_audit.errors import CamAuditError, ReportError
 from cam_audit.report import AuditReport, Comparison, ShortcutPolicy, paired_deltas
 from cam_audit.report.compare import TABLE_COLUMNS, check_options, compare
@@ -33,13 +34,27 @@ def _row(comparison: Comparison, score: str, scope: str = "probe") -> pd.Series:
 # --- the decision ---------------------------------------------------------------------------------------
 
 
+def test_a_score_only_one_report_measured_keeps_its_row_without_data(champion):
+    """bg_gap of a candidate audited with discovery against a champion audited without: the row stays,
+    so the reader sees the score was not compared, with verdict 'no data'."""
+    samples = champion.samples.copy()
+    samples["bg_gap"] = 0.5
+    summary = {**champion.summary, "bg_gap": 0.5}
+    candidate = AuditReport(summary, samples, champion.per_class, champion.verdict, champion.policy,
+                            dict(champion.meta))  # fmt: skip
+    row = _row(candidate.compare(champion), "bg_gap")
+    assert row["verdict"] == "no data" and row["candidate"] == 0.5 and math.isnan(row["baseline"])
+
+
 def test_identical_reports_compare_as_equal(champion):
     comparison = champion.compare(champion)
     assert comparison.passed and comparison.reasons == [] and comparison.new_flags == ()
     table = comparison.table
     assert list(table.columns) == list(TABLE_COLUMNS)
     assert set(table["scope"]) == {"probe", "disc", "square", "triangle"}
-    assert set(table["score"]) == set(comparable_scores())
+    # every score either audit measured; neither ran discovery, so bg_* have no rows
+    measured = [s for s in comparable_scores() if keys.score(s).evidence != "discovery"]
+    assert set(table["score"]) == set(measured) and len(measured) < len(comparable_scores())
     scored = table[table["verdict"] != "no data"]
     assert (scored["delta"] == 0).all() and (scored["ci_low"] == 0).all() and (scored["ci_high"] == 0).all()
     assert (scored["p_value"] == 1.0).all() and set(scored["verdict"]) == {"ok"}

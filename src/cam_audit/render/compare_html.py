@@ -6,7 +6,6 @@ both models' numbers. Torch-free; every text from a report is HTML-escaped. Its 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from html import escape
 from typing import Any
@@ -16,8 +15,7 @@ import pandas as pd
 from cam_audit import keys
 from cam_audit.render.html import Overlays, _base64, _number
 from cam_audit.report import Comparison
-from cam_audit.report.compare_text import p_cell
-from cam_audit.report.paired import relative
+from cam_audit.report.compare_text import p_cell, share_cell
 
 
 def comparison_section(
@@ -71,12 +69,11 @@ def _table(table: pd.DataFrame, confidence: float) -> str:
     rows = []
     table_rows: list[Any] = list(table.itertuples(index=False))  # named tuples of the table's columns
     for row in table_rows:
-        share = relative(row.delta, row.baseline)
         cells = [
             f'<td class="name">{escape(row.score)}</td>',
             f'<td class="name">{escape(str(row.scope))}</td>',
             *(f"<td>{_number(v)}</td>" for v in (row.baseline, row.candidate, row.delta)),
-            f"<td>{f'{share:+.1%}' if math.isfinite(share) else 'n/a'}</td>",
+            f"<td>{share_cell(row.delta, row.baseline)}</td>",
             f"<td>{_number(row.ci_low)} to {_number(row.ci_high)}</td>",
             f"<td>{escape(p_cell(row.p_value))}</td>",
             f"<td>{'yes' if row.judged else ''}</td>",

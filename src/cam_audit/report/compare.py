@@ -156,7 +156,7 @@ def compare(
     judged = check_options(max_regression, scores, level, confidence=confidence, resamples=resamples)
     check_comparable(candidate.meta, baseline.meta)
     policy = policy if policy is not None else candidate.policy
-    names = [s for s in comparable_scores() if s in judged or _has_column(s, candidate, baseline)]
+    names = [s for s in comparable_scores() if s in judged or _measured(s, candidate, baseline)]
     pairs = pair_samples(candidate.samples, baseline.samples, [keys.score(s).column for s in names])
     settings = {
         "max_regression": max_regression, "scores": list(judged), "level": level, "confidence": confidence,
@@ -259,8 +259,13 @@ def _classes(baseline: AuditReport, pairs: pd.DataFrame) -> list[str]:
     return ordered + [c for c in present if c not in ordered]
 
 
-def _has_column(name: str, *reports: AuditReport) -> bool:
-    return all(keys.score(name).column in report.samples.columns for report in reports)
+def _measured(name: str, *reports: AuditReport) -> bool:
+    """Whether every report has the score's column and one of them a value in it (a score neither audit
+    measured, such as ``bg_gap`` of two audits without discovery, has no row)."""
+    column = keys.score(name).column
+    if not all(column in report.samples.columns for report in reports):
+        return False
+    return any(bool(np.isfinite(report.samples[column].to_numpy(dtype=float)).any()) for report in reports)
 
 
 def check_options(

@@ -97,11 +97,26 @@ def _spec(*values: float) -> str:
     return ".2f" if size >= 1 or size == 0 else ".3f" if size >= 0.01 else ".2g"
 
 
+#: Shares of the champion's value beyond this (1000%) say little: the change is given as a difference.
+MAX_SHARE = 10.0
+
+
+def share_cell(delta: float, baseline: float) -> str:
+    """The change as a share of the champion's value for a table cell (``+4.2%``), or ``-`` where the
+    champion's value is 0 or so small that the share says little (the delta column has the difference).
+
+    >>> share_cell(0.5, 10.0), share_cell(0.5, 0.001), share_cell(float("nan"), 1.0)
+    ('+5.0%', '-', '-')
+    """
+    share = relative(delta, baseline)
+    return f"{share:+.1%}" if math.isfinite(share) and abs(share) < MAX_SHARE else "-"
+
+
 def _changes(row: Any) -> tuple[str, str, str]:
     """The mean change and its interval as shares of the champion's value, or as differences where a
     share says little (see the module's docstring)."""
     shares = [relative(v, row.baseline) for v in (row.delta, row.ci_low, row.ci_high)]
-    if all(math.isfinite(v) and abs(v) < 10 for v in shares):
+    if all(math.isfinite(v) and abs(v) < MAX_SHARE for v in shares):
         return tuple(f"{v:+.0%}" for v in shares)  # type: ignore[return-value]
     spec = "+" + _spec(row.delta, row.ci_low, row.ci_high)
     return tuple(f"{v:{spec}}" for v in (row.delta, row.ci_low, row.ci_high))  # type: ignore[return-value]
@@ -179,7 +194,8 @@ def _markdown_row(row: Any) -> str:
     name = f"**{row.score}**" if row.judged else row.score
     share = relative(row.delta, row.baseline)
     spec = "+" + _spec(row.delta, row.ci_low, row.ci_high)
-    delta = f"{row.delta:{spec}}" + (f" ({share:+.0%})" if math.isfinite(share) and abs(share) < 10 else "")
+    shown = math.isfinite(share) and abs(share) < MAX_SHARE
+    delta = f"{row.delta:{spec}}" + (f" ({share:+.0%})" if shown else "")
     ci = f"{row.ci_low:{spec}} to {row.ci_high:{spec}}" if math.isfinite(row.ci_low) else "n/a"
     verdict = f"**{row.verdict}**" if row.verdict == "regression" else row.verdict
     cells = [name, _cell(row.scope), value_text(row.baseline, row.candidate),
@@ -194,12 +210,14 @@ def _cell(text: str) -> str:
 
 
 __all__ = [
+    "MAX_SHARE",
     "flag_sentences",
     "markdown",
     "p_cell",
     "p_text",
     "row_sentence",
     "row_sentences",
+    "share_cell",
     "text_lines",
     "value_text",
 ]
