@@ -252,17 +252,20 @@ def rle(height: int, width: int) -> dict[str, Any]:
 
 # --- several classes in one image; one-channel images ---------------------------------------------------
 
-CAT_BOXES = [[2.0, 3.0, 8.0, 7.0], [20.0, 10.0, 25.0, 14.0]]  # annotations 1 and 2 of coco_data()
+# annotation 1 of coco_data(): its triangle (2, 3), (8, 3), (8, 7) as pycocotools rasterises it, row by row
+# (its bbox is not part of the region); annotation 2: its box
+CAT_REGION = [[3.0, 3.0, 8.0, 4.0], [4.0, 4.0, 8.0, 5.0], [6.0, 5.0, 8.0, 6.0], [7.0, 6.0, 8.0, 7.0]]
+CAT_REGION += [[20.0, 10.0, 25.0, 14.0]]
 WATERMARK_BOX = [[0.0, 40.0, 10.0, 48.0]]
 
 
 def coco_cat_and_dog(tmp: Path) -> Any:
-    """'one.png' gets a dog next to its two cats: two samples, each its class's boxes and the watermark."""
+    """'one.png' gets a dog next to its two cats: two samples, each its class's regions and the watermark."""
     dog = {"id": 5, "image_id": 7, "category_id": 5, "bbox": [30, 20, 12, 9]}
     probe = coco(tmp, lambda data: data["annotations"].append(dog))
     got = [_sample_view(probe, i) for i in range(2)]
     want = [
-        ("one.png#cat", 0, 7, _region(CAT_BOXES), _region(WATERMARK_BOX)),
+        ("one.png#cat", 0, 7, _region(CAT_REGION), _region(WATERMARK_BOX)),
         ("one.png#dog", 1, 7, _region([[30.0, 20.0, 42.0, 29.0]]), _region(WATERMARK_BOX)),
     ]
     return got, want

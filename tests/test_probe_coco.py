@@ -65,7 +65,7 @@ def test_coco_boxes_masks_labels_and_spurious_regions(tmp_path, coco):
     assert probe.classes == ["cat", "dog"]  # non-spurious categories sorted by id: 3 -> 0, 5 -> 1
     assert probe.labels.tolist() == [0, 1] and probe.sample_ids == ["one.png", "two.png"]
     _, target = probe[0]
-    assert target["boxes"].tolist() == [[2.0, 3.0, 8.0, 7.0], [20.0, 10.0, 25.0, 14.0]]
+    assert "boxes" not in target  # both annotations have a segmentation, which is their region
     assert target["masks"].shape == (2, 20, 30)
     polygon = torch.zeros(20, 30, dtype=torch.bool)
     polygon[3:7, 2:8] = True
@@ -122,7 +122,7 @@ def test_coco_categories_of_one_class_keep_an_image_one_sample(tmp_path, coco):
     coco["annotations"][1]["category_id"] = 4
     probe = ProbeSet.from_coco(write(tmp_path, coco), tmp_path, categories={"cat": 0, "kitten": 0, "dog": 1})
     assert probe.sample_ids == ["one.png", "two.png"] and probe.labels.tolist() == [0, 1]
-    assert probe[0][1]["boxes"].shape == (2, 4) and probe.samples[0].image_classes == ()
+    assert probe[0][1]["masks"].shape == (2, 20, 30) and probe.samples[0].image_classes == ()
 
 
 def test_coco_missing_image_names_the_image(tmp_path, coco):
@@ -201,12 +201,20 @@ def test_script_writes_a_coco_probe_that_loads_back_exactly(tmp_path):
     scenes = make_scenes(12, num_classes=4, watermark="correlated", seed=3)
     probe = ProbeSet.from_coco(out / "instances.json", out / "images")
     assert probe.classes == list(CLASS_NAMES[:4]) and torch.equal(probe.labels, scenes.labels)
+    data = json.loads((out / "instances.json").read_text())
+    (watermark,) = [c["id"] for c in data["categories"] if c["name"] == "watermark"]
+    bbox = {(a["image_id"], a["category_id"] == watermark): a["bbox"] for a in data["annotations"]}
     for i in range(12):
         image, target = probe[i]
         assert torch.equal(target["masks"][0], scenes.object_masks[i])
-        assert torch.equal(target["boxes"][0], scenes.object_boxes[i])
         assert torch.equal(target["spurious_masks"][0], scenes.watermark_masks[i])
-        assert torch.equal(target["spurious_boxes"][0], scenes.watermark_boxes[i])
+        assert "boxes" not in target and "spurious_boxes" not in target
+        for spurious, box in ((False, scenes.object_boxes[i]), (True, scenes.watermark_boxes[i])):
+            x, y, w, h = bbox[i + 1, spurious]  # the tight bbox is still written, the mask is the region
+            assert [x, y, x + w, y + h] == box.tolist()
+        batch = next(probe.batches(1, [i]))
+        assert torch.equal(batch.regions[0], scenes.object_masks[i])
+        assert torch.equal(batch.spurious[0], scenes.watermark_masks[i])
         assert (image - scenes.images[i]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit PNG
 
 

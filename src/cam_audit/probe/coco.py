@@ -1,9 +1,11 @@
-"""Read a COCO instances file into probe samples: boxes from ``bbox``, masks from ``segmentation``.
+"""Read a COCO instances file into probe samples, one region per annotation: its mask, else its box.
 
-Each image becomes one probe sample per class among its objects (see
-:mod:`cam_audit.probe.image_regions`). Annotations of a *spurious* category (default: a category named
-``"watermark"``) become spurious regions of every sample of their image; all other annotations are objects
-of the class their category maps to.
+An annotation's region is the mask of its ``segmentation``; its ``bbox`` is the region only where it has
+no segmentation or the segmentation covers no pixel. A box is not added to a mask: regions are unioned
+downstream and a polygon lies inside its bbox, so the union would be the box. Each image becomes one probe
+sample per class among its objects (see :mod:`cam_audit.probe.image_regions`). Annotations of a
+*spurious* category (default: a category named ``"watermark"``) become spurious regions of every sample
+of their image; all other annotations are objects of the class their category maps to.
 """
 
 from __future__ import annotations
@@ -175,23 +177,40 @@ def _regions(
                 f"{at}: category {category} is not mapped to a class; add it to `categories` or to "
                 "`spurious_categories`."
             )
-        found: list[tuple[RegionKind, Tensor]] = []
-        if annotation.bbox is not None:
-            x, y, w, h = annotation.bbox
-            found.append(("boxes", check_boxes([[x, y, x + w, y + h]], size, at)))
-        if annotation.segmentation is not None:
-            found.append(("masks", check_masks(_decode(annotation.segmentation, size, at), size, at)))
-        for kind, region in found:
-            if spurious:
-                regions.add_spurious(kind, region)
-            else:
-                regions.add_object(class_of[category], kind, region)
+        kind, region = _annotation_region(annotation, size, at)
+        if spurious:
+            regions.add_spurious(kind, region)
+        else:
+            regions.add_object(class_of[category], kind, region)
     if not regions.labels:
         raise ProbeError(
             f"{where}: no object annotation, so the image has no label; annotate its object or "
             "remove the image from 'images'."
         )
     return regions
+
+
+def _annotation_region(
+    annotation: CocoAnnotation, size: tuple[int, int], where: str
+) -> tuple[RegionKind, Tensor]:
+    """The region of one annotation: the mask of its segmentation, or its bbox (xyxy) where it has no
+    segmentation or the segmentation decodes to no pixel.
+
+    Both are checked whichever is used, so a bbox outside the image or of zero area is refused even next
+    to a segmentation: it says the annotation does not fit its image.
+    """
+    box = None
+    if annotation.bbox is not None:
+        x, y, w, h = annotation.bbox
+        box = check_boxes([[x, y, x + w, y + h]], size, where)
+    mask = None
+    if annotation.segmentation is not None:
+        mask = check_masks(_decode(annotation.segmentation, size, where), size, where)
+    if mask is not None and (box is None or bool(mask.any())):
+        return "masks", mask
+    if box is None:  # check_coco refuses such an annotation first
+        raise ProbeError(f"{where}: has neither a 'bbox' nor a 'segmentation'; give it one or remove it.")
+    return "boxes", box
 
 
 def _decode(segmentation: Any, size: tuple[int, int], where: str) -> Tensor:

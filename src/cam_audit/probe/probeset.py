@@ -143,8 +143,9 @@ class ProbeSet(Dataset):
     ) -> ProbeSet:
         """Build a probe set from a COCO instances file; images are read lazily from ``image_dir``.
 
-        Boxes come from ``bbox`` (xywh, converted to xyxy) and masks from ``segmentation`` (polygons or
-        RLE); an image may have several objects. Annotations of ``spurious_categories`` (names or ids,
+        An annotation's region is the mask of its ``segmentation`` (polygons or RLE), or its ``bbox`` (xywh,
+        converted to xyxy) where it has no segmentation or that covers no pixel; a box is not added to a
+        mask. An image may have several objects. Annotations of ``spurious_categories`` (names or ids,
         matched exactly) are spurious regions; each must be a category of the file, except the default
         ``("watermark",)``, which marks nothing in a file without it. ``categories`` (keyword only) maps
         ``{category id or name: class index}``; by default the non-spurious categories sorted by id become
