@@ -223,5 +223,87 @@ def test_coco_uncompressed_rle_as_used_for_crowd_annotations(tmp_path, coco):
     crowd[4:6, 1:3] = True  # column-major: 4 + 20 * 1 zeros, 2 ones, 18 zeros, 2 ones, the rest zeros
     counts = [4 + 20 * 1, 2, 18, 2, 20 * 30 - (4 + 20 + 2 + 18 + 2)]
     coco["annotations"][3].update({"segmentation": {"size": [20, 30], "counts": counts}, "iscrowd": 1})
-    _, target = ProbeSet.from_coco(write(tmp_path, coco), tmp_path)[1]
-    assert torch.equal(target["masks"][0], torch.from_numpy(crowd))
+    probe = ProbeSet.from_coco(write(tmp_path, coco), tmp_path)
+    assert torch.equal(probe[1][1]["masks"][0], torch.from_numpy(crowd))
+    # a crowd annotation counts like any other: its mask is the region, its bbox [10, 5, 10, 10] is not
+    assert torch.equal(next(probe.batches(1, [1])).regions[0], torch.from_numpy(crowd))
+
+
+# --- which region an annotation gives: its segmentation's mask, else its bbox -----------------------------
+
+L_POLYGON = [2, 3, 8, 3, 8, 5, 5, 5, 5, 7, 2, 7]  # an L inside its bbox [2, 3, 6, 4]
+ROLES = ["object", "spurious"]
+
+
+def l_shape() -> torch.Tensor:
+    """Independent reference: the L's pixels, the top two rows of its bbox and the left half of the rest."""
+    mask = torch.zeros(20, 30, dtype=torch.bool)
+    mask[3:5, 2:8] = True
+    mask[5:7, 2:5] = True
+    return mask
+
+
+def bbox_pixels() -> torch.Tensor:
+    """Independent reference: the pixels of the bbox [2, 3, 6, 4] (xywh)."""
+    mask = torch.zeros(20, 30, dtype=torch.bool)
+    mask[3:7, 2:8] = True
+    return mask
+
+
+def load_one(tmp_path: Path, role: str, **fields) -> tuple[ProbeSet, dict, torch.Tensor]:
+    """A 20x30 image whose annotation 1 has ``fields``: a 'cat' object, or a watermark next to a boxed cat.
+
+    Returns the probe, the sample's target and the region of annotation 1's role (object or spurious).
+    """
+    Image.fromarray(np.full((20, 30, 3), 128, dtype=np.uint8)).save(tmp_path / "one.png")
+    annotations = [{"id": 1, "image_id": 7, "category_id": 3 if role == "object" else 99, **fields}]
+    if role == "spurious":
+        annotations.append({"id": 2, "image_id": 7, "category_id": 3, "bbox": [20, 10, 5, 4]})
+    data = {
+        "images": [{"id": 7, "file_name": "one.png", "height": 20, "width": 30}],
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "cat"}, {"id": 99, "name": "watermark"}],
+    }
+    probe = ProbeSet.from_coco(write(tmp_path, data), tmp_path)
+    batch = next(probe.batches(1))
+    return probe, probe[0][1], (batch.regions if role == "object" else batch.spurious)[0]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_coco_polygon_not_its_bbox_is_the_region(tmp_path, role):
+    probe, target, region = load_one(tmp_path, role, bbox=[2, 3, 6, 4], segmentation=[L_POLYGON])
+    assert torch.equal(region, l_shape())  # the union with the bbox would be the whole box
+    prefix = "" if role == "object" else "spurious_"
+    assert f"{prefix}boxes" not in target and torch.equal(target[f"{prefix}masks"][0], l_shape())
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_coco_bbox_alone_is_the_region(tmp_path, role):
+    probe, target, region = load_one(tmp_path, role, bbox=[2, 3, 6, 4])
+    assert torch.equal(region, bbox_pixels())
+    prefix = "" if role == "object" else "spurious_"
+    assert target[f"{prefix}boxes"].tolist() == [[2.0, 3.0, 8.0, 7.0]]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(
+    "segmentation",
+    [[], rle_of(np.zeros((20, 30), dtype=bool)), [[2, 3, 8, 3, 5, 3]]],
+    ids=["no-polygon", "rle-of-zeros", "flat-polygon"],
+)
+def test_coco_empty_segmentation_leaves_the_bbox_as_the_region(tmp_path, role, segmentation):
+    probe, target, region = load_one(tmp_path, role, bbox=[2, 3, 6, 4], segmentation=segmentation)
+    assert torch.equal(region, bbox_pixels())
+    sample = probe.samples[0]
+    masks = sample.masks if role == "object" else sample.spurious_masks
+    assert masks is None  # the empty mask is not kept beside the box
+    prefix = "" if role == "object" else "spurious_"
+    assert target[f"{prefix}boxes"].tolist() == [[2.0, 3.0, 8.0, 7.0]]
+
+
+def test_coco_bbox_beside_a_segmentation_is_still_checked(tmp_path):
+    with pytest.raises(ProbeError, match=r"annotation 1 .*box 0 \(2, 3, 32, 7\) lies outside the 30x20"):
+        load_one(tmp_path, "object", bbox=[2, 3, 30, 4], segmentation=[L_POLYGON])
+    with pytest.raises(ProbeError, match=r"annotation 1 .*zero or negative area"):
+        load_one(tmp_path, "spurious", bbox=[2, 3, 0, 4], segmentation=[L_POLYGON])
+
