@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cam_audit.cli.stdout import drop_stdout
+
 
 class _Parser(argparse.ArgumentParser):
     """Bad arguments end in one line on stderr and exit code 2, never a usage dump or a traceback."""
@@ -45,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cam-audit``; returns the exit code.
+
+    Each command prints its result through :func:`~cam_audit.cli.stdout.emit`, so a reader that leaves
+    early (``| head -1``) leaves the exit code as the command decided it. A closed stdout met anywhere else
+    ends the command quietly with exit code 1: never a traceback, never a pass that was not decided.
+    """
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        drop_stdout()
+        return 1
+
+
+def _run(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["audit"]:
         from cam_audit.cli.audit_cmd import main as audit_main
@@ -58,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from cam_audit.cli.demo import run_demo
 
-        run_demo(args.out, epochs=args.epochs, seed=args.seed, n_train=args.n_train)
+        try:
+            run_demo(args.out, epochs=args.epochs, seed=args.seed, n_train=args.n_train)
+        except BrokenPipeError:  # the summary is printed after every file is written: the demo is done
+            drop_stdout()
         return 0
     raise AssertionError(args.command)  # argparse rejects unknown commands
 

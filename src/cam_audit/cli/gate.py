@@ -13,6 +13,9 @@ exit 0 promote, 1 do not promote (each reason printed: the policy's flags, a new
 regression of a judged score beyond ``--max-regression``), 2 an unreadable report, different probes,
 targets, tasks or methods, or an unknown score. ``--markdown FILE`` writes the comparison as a table for a
 pull-request comment.
+
+A reader that stops early (``cam-audit gate report.json | head -1``) ends the printing, not the decision:
+the exit code stands and nothing is printed about the closed pipe.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cam_audit.cli.stdout import emit
 from cam_audit.errors import CamAuditError
 from cam_audit.report import AuditReport, ShortcutPolicy
 from cam_audit.report.policy import RULE_HELP
@@ -83,21 +87,16 @@ def run_gate(args: argparse.Namespace) -> int:
     task = report.meta.get("task")
     shown = f" ({task})" if task else ""
     if args.json:
-        print(
-            json.dumps(
-                {"report": str(args.report), "task": task, "policy": policy.to_dict(), **verdict.to_dict()},
-                indent=1,
-            )
-        )
+        decision = {"report": str(args.report), "task": task, "policy": policy.to_dict(), **verdict.to_dict()}
+        emit(json.dumps(decision, indent=1))
     elif verdict.passed:
-        print(
+        emit(
             f"PASS {args.report}{shown}: focus_lift {report.summary.get('focus_lift', float('nan')):.2f}, "
             f"spurious_lift {report.summary.get('spurious_lift', float('nan')):.2f}"
         )
     else:
-        print(f"FAIL {args.report}{shown}: {len(verdict.findings)} rule(s) failed")
-        for finding in verdict.findings:
-            print(f"  {finding.rule}: {finding.message}")
+        lines = [f"FAIL {args.report}{shown}: {len(verdict.findings)} rule(s) failed"]
+        emit("\n".join(lines + [f"  {finding.rule}: {finding.message}" for finding in verdict.findings]))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
@@ -119,9 +118,9 @@ def run_promotion(report: AuditReport, policy: ShortcutPolicy, args: argparse.Na
                     **comparison.candidate_verdict.to_dict()}
         # "passed" is the promotion; the candidate's own verdict stays under comparison
         decision["passed"] = comparison.passed
-        print(json.dumps({**decision, "comparison": comparison.to_dict()}, indent=1))
+        emit(json.dumps({**decision, "comparison": comparison.to_dict()}, indent=1))
     else:
-        print("\n".join(comparison.to_text(str(args.report), str(args.baseline))))
+        emit("\n".join(comparison.to_text(str(args.report), str(args.baseline))))
     return EXIT_PASS if comparison.passed else EXIT_FAIL
 
 
