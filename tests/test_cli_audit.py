@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +23,7 @@ from cam_audit.render import png_bytes
 from cam_audit.report import AuditReport, ShortcutPolicy
 from cam_audit.report.policy import RULE_HELP
 from cam_audit.synthetic import SyntheticProbe
+from helpers.pipes import run_into_closed_pipe
 from helpers.trainers import make_trainer
 
 COCO = "cam_audit.probe.sources.CocoProbe"
@@ -208,3 +211,31 @@ def test_discover_writes_a_gallery_per_tested_cue_and_the_page_shows_them(tmp_pa
     assert any(line.startswith(found) and line.endswith(f"bg_gap {report.summary['bg_gap']:.3f}")
                for line in printed)  # fmt: skip
     assert f"cues:     {out / 'cues'}" in printed
+
+
+def test_a_closed_stdout_keeps_the_exit_code_and_prints_no_traceback(tmp_path, trained):
+    _, checkpoint = trained
+    config, out = str(_config(tmp_path, checkpoint)), tmp_path / "out"
+    for extra, decided in (([], None), (["--policy.min_focus_lift=1000"], 1)):
+        done = run_into_closed_pipe(["audit", "--config", config, "--out", str(out), *extra])
+        report = AuditReport.from_json(out / "report.json")  # the audit ran to the end
+        assert done.returncode == (decided if decided is not None else (0 if report.passed else 1))
+        assert done.stderr == ""
+    done = run_into_closed_pipe(["audit", "--help"])
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_the_progress_bar_ends_its_line_before_the_result_is_printed(tmp_path, trained):
+    """``cam-audit audit ... > log 2>&1``: the result line starts a line of its own."""
+    _, checkpoint = trained
+    config, out = str(_config(tmp_path, checkpoint)), tmp_path / "out"
+    command = [sys.executable, "-m", "cam_audit.cli", "audit", "--config", config, "--out", str(out),
+               "--progress", "true"]  # fmt: skip
+    # bytes: text mode would turn the bar's carriage returns into line ends
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    log = done.stdout.decode()
+    assert done.returncode in (0, 1), log
+    lines = log.split("\n")
+    assert "img/s]" in lines[0], log  # the bar was drawn
+    result = [line for line in lines if line.endswith(str(checkpoint))]
+    assert len(result) == 1 and result[0].startswith(("PASS ", "FAIL: ")), log

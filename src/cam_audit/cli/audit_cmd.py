@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -52,6 +51,7 @@ from cam_audit.cli.loading import (
     one_line,
 )
 from cam_audit.cli.out_dir import prepare_out, swap_in
+from cam_audit.cli.stdout import emit
 from cam_audit.errors import CamAuditError, NonFiniteModelError
 from cam_audit.keys import HEADLINE_KEYS
 from cam_audit.report import AuditReport, Comparison, ShortcutPolicy
@@ -315,9 +315,11 @@ def _write_galleries(galleries: dict[int, Any], folder: Path, out: Path) -> dict
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
+    """The bar on stderr; closed, it ends its line, so that with stdout and stderr in one file
+    (``> log 2>&1``) the result printed next starts a line of its own."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc=PROG, disable=not enabled, file=sys.stderr, leave=False)
+    return tqdm(total=total, unit="img", desc=PROG, disable=not enabled, file=sys.stderr, leave=True)
 
 
 def _result_lines(report: AuditReport, out: Path, page: Path) -> list[str]:
@@ -346,10 +348,8 @@ def _discovery_line(report: AuditReport) -> str:
 def _emit(lines: list[str]) -> None:
     """Print the result; a reader that stopped early (``| head``) ends the printing, not the audit: its
     outputs are written and its exit code stands."""
-    try:
-        print("\n".join(lines), flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    sys.stderr.flush()  # the progress bar's last line first
+    emit("\n".join(lines))
 
 
 __all__ = ["build_parser", "load_model", "main", "run_audit"]
