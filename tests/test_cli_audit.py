@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import base64
+import importlib
 import math
+import os
 import re
 import subprocess
 import sys
@@ -239,3 +242,36 @@ def test_the_progress_bar_ends_its_line_before_the_result_is_printed(tmp_path, t
     assert "img/s]" in lines[0], log  # the bar was drawn
     result = [line for line in lines if line.endswith(str(checkpoint))]
     assert len(result) == 1 and result[0].startswith(("PASS ", "FAIL: ")), log
+
+
+def _probe_sources() -> dict[str, str]:
+    """Every class in src/cam_audit that derives from ProbeSource (directly or not): name -> module."""
+    package = Path(__file__).parents[1] / "src" / "cam_audit"
+    classes: dict[str, tuple[str, list[str]]] = {}
+    for path in package.rglob("*.py"):
+        module = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+                classes[node.name] = (module, bases)
+    found = {"ProbeSource"}
+    while grown := {n for n, (_, bases) in classes.items() if n not in found and found & set(bases)}:
+        found |= grown
+    return {name: classes[name][0] for name in sorted(found - {"ProbeSource"})}
+
+
+def test_the_help_names_every_probe_source_by_an_importable_class_path():
+    sources = _probe_sources()
+    assert {"CocoProbe", "CsvProbe", "MaskDirProbe", "SyntheticProbe"} <= set(sources)
+    env = {**os.environ, "COLUMNS": "1000"}  # one line per option: no class path broken by the wrapping
+    done = subprocess.run([sys.executable, "-m", "cam_audit.cli", "audit", "--help"], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    probe = next(line for line in done.stdout.splitlines() if line.strip().startswith("--probe PROBE"))
+    paths = set(re.findall(r"cam_audit(?:\.\w+)+", probe))
+    for name, module in sources.items():
+        named = [p for p in paths if p.rsplit(".", 1)[1] == name]
+        assert named, f"{name} (in {module}) is not in the help of --probe: {probe}"
+    for path in paths:  # each one a config can use
+        module, _, name = path.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), name, None), type), path

@@ -49,6 +49,7 @@ from cam_audit.cli.loading import (
     import_forward,
     load_model,
     one_line,
+    probe_class_paths,
 )
 from cam_audit.cli.out_dir import prepare_out, swap_in
 from cam_audit.cli.stdout import emit
@@ -78,8 +79,8 @@ def build_parser() -> Any:
                         help="constructor arguments of a plain nn.Module (a LightningModule restores its "
                         "own)")
     parser.add_argument("--probe", type=ProbeSource, required=True,
-                        help="probe set: class_path cam_audit.probe.sources.{CocoProbe,CsvProbe,MaskDirProbe,"
-                        "SyntheticProbe} with its init_args")
+                        help=f"probe set: class_path (one of {', '.join(probe_class_paths())}) with its "
+                        "init_args")
     parser.add_argument("--target_layer", type=str | None, default=None,
                         help="dotted module name; default: the last layer with a spatial output")
     parser.add_argument("--method", type=Literal["gradcam++", "gradcam"], default="gradcam++")

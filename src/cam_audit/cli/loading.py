@@ -6,6 +6,8 @@ Every failure is a :class:`~cam_audit.errors.CamAuditError` with one line that n
 from __future__ import annotations
 
 import importlib
+import inspect
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,32 @@ def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], de
     return model.eval()
 
 
+#: The modules that define the :class:`~cam_audit.probe.sources.ProbeSource` classes a config can name
+PROBE_SOURCE_MODULES = ("cam_audit.probe.sources", "cam_audit.synthetic.sources")
+
+
+def probe_class_paths() -> list[str]:
+    """The class path of every concrete ``ProbeSource`` cam_audit defines, for ``probe: class_path:``.
+
+    Importing their modules also makes jsonargparse list them among the known subclasses. A class is named
+    by its package when the package exports it (``cam_audit.synthetic.SyntheticProbe``), else by its module.
+    """
+    for module in PROBE_SOURCE_MODULES:
+        importlib.import_module(module)
+    from cam_audit.probe.sources import ProbeSource
+
+    paths, todo = set(), list(ProbeSource.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.split(".")[0] == "cam_audit" and not inspect.isabstract(cls):
+            package = cls.__module__.rpartition(".")[0]
+            exported = getattr(sys.modules.get(package), cls.__name__, None) is cls
+            shown = package if exported else cls.__module__
+            paths.add(f"{shown}.{cls.__name__}")
+    return sorted(paths)
+
+
 def _import_object(path: str, what: str, example: str) -> Any:
     """The object at a dotted import path ``package.module.name``."""
     module_name, _, name = path.rpartition(".")
@@ -170,4 +198,5 @@ __all__ = [
     "import_forward",
     "load_model",
     "one_line",
+    "probe_class_paths",
 ]
