@@ -275,3 +275,16 @@ def test_the_help_names_every_probe_source_by_an_importable_class_path():
     for path in paths:  # each one a config can use
         module, _, name = path.rpartition(".")
         assert isinstance(getattr(importlib.import_module(module), name, None), type), path
+
+
+def test_a_plain_state_dict_for_a_lightning_module_exits_2_saying_how_to_load_it(tmp_path, trained, capsys):
+    model, _ = trained
+    weights = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    config = str(_config(tmp_path, tmp_path / "not_this_one.ckpt"))
+    assert main(["audit", "--config", config, "--ckpt", str(weights), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("cam-audit audit: error:"), err
+    assert f"{weights} is a plain state_dict" in err and "not a Lightning checkpoint" in err
+    assert "trainer.save_checkpoint" in err and "model_args" in err  # the two ways out
+    assert "'pytorch-lightning_version'" not in err  # no KeyError's bare key

@@ -96,6 +96,8 @@ def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], de
     except CamAuditError:
         raise
     except Exception as err:  # unpickling, missing or unexpected keys, wrong shapes: all the user's file
+        if hasattr(cls, "load_from_checkpoint"):
+            _check_lightning_checkpoint(class_path, checkpoint)
         raise CamAuditError(
             f"cannot load {class_path} from checkpoint {checkpoint}: {one_line(err)}; check that the "
             "checkpoint was saved from this class (and, for a plain nn.Module, model_args)"
@@ -103,6 +105,33 @@ def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], de
     if not isinstance(model, torch.nn.Module):
         raise CamAuditError(f"model {class_path} is a {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
+
+
+def _check_lightning_checkpoint(class_path: str, checkpoint: Path) -> None:
+    """Name the usual reason a LightningModule cannot restore itself: the file is no Lightning checkpoint.
+
+    Raises:
+        CamAuditError: ``checkpoint`` is a dict without ``pytorch-lightning_version``, e.g. a plain
+            ``state_dict`` saved by ``torch.save(model.state_dict(), path)``.
+    """
+    import torch
+
+    try:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # not even a tensor file: the loader's own message says more
+        return
+    if not isinstance(data, dict) or "pytorch-lightning_version" in data:
+        return
+    if data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        what = "a plain state_dict (torch.save(model.state_dict()))"
+    else:
+        what = f"a dict of {', '.join(map(str, list(data)[:4]))}{', ...' if len(data) > 4 else ''}"
+    raise CamAuditError(
+        f"checkpoint {checkpoint} is {what}, not a Lightning checkpoint, so the LightningModule {class_path} "
+        "cannot restore itself from it: give a .ckpt written by the Trainer (trainer.save_checkpoint(path) "
+        "or ModelCheckpoint), or name as `model:` a plain nn.Module class whose state_dict this is, with its "
+        "constructor arguments in `model_args:`"
+    )
 
 
 #: The modules that define the :class:`~cam_audit.probe.sources.ProbeSource` classes a config can name
