@@ -314,6 +314,7 @@ COCO = {"class_path": "cam_audit.probe.sources.CocoProbe",
         "init_args": {"annotation_json": "no.json", "image_dir": "."}}
 LINEAR = {"model": "torch.nn.Linear", "model_args": {"in_features": 5, "out_features": 3},
           "checkpoint": "linear", "target_layer": None}
+SCENE_CLASSIFIER = "cam_audit.lightning.scenes.SceneClassifier"
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
 
@@ -328,6 +329,9 @@ AUDIT_CASES = [
      ERROR + "cannot load cam_audit.synthetic.SceneNet from checkpoint"),
     ("checkpoint-of-another-model", {"checkpoint": "other"}, [], 2,
      ERROR + "cannot load cam_audit.synthetic.SceneNet from checkpoint"),
+    ("state-dict-for-a-lightning-module", {"model": SCENE_CLASSIFIER, "model_args": {}}, [], 2,
+     ERROR + "checkpoint {sound} is a plain state_dict (torch.save(model.state_dict())), not a Lightning "
+     "checkpoint"),
     ("model-class-typo", {"model": "cam_audit.synthetic.SceneNett"}, [], 2,
      ERROR + "model 'cam_audit.synthetic.SceneNett' cannot be imported"),
     ("model-not-a-class-path", {"model": "SceneNet"}, [], 2, ERROR + "model 'SceneNet' is not a class path"),
