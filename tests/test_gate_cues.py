@@ -49,6 +49,20 @@ def test_min_cue_excess_decides_which_cues_are_confirmed(cued, capsys):
     assert capsys.readouterr().out.startswith(f"PASS {cued}")
 
 
+def test_the_cue_settings_are_flags_of_the_gate_too(cued, capsys):
+    """--min-cue-samples and --cue-alpha re-judge a saved cue table like --min-cue-excess does; a value the
+    policy refuses is bad input (exit 2, one line)."""
+    assert main(["gate", str(cued), "--min-cue-samples", "21"]) == 0  # both confirmed cues have 20 samples
+    assert capsys.readouterr().out.startswith(f"PASS {cued}")
+    assert main(["gate", str(cued), "--cue-alpha", "1e-9"]) == 0  # no p-value is that small
+    assert main(["gate", str(cued), "--cue-alpha", "0.01", "--min-cue-samples", "20"]) == 1
+    capsys.readouterr()
+    assert main(["gate", str(cued), "--cue-alpha", "2"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("cam-audit gate: error:") and "cue_alpha" in error
+    assert len(error.splitlines()) == 1
+
+
 def test_max_bg_gap_fails_and_is_overridden_on_the_command_line(tmp_path, capsys):
     report = discovery_report([], bg_gap=0.5).to_json(tmp_path / "background.json")
     assert main(["gate", str(report)]) == 1

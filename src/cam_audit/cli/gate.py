@@ -35,6 +35,12 @@ EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
 #: ShortcutPolicy threshold field (flag ``--min-focus-lift`` for ``min_focus_lift``) -> its help line
 RULE_FLAGS = RULE_HELP
+#: The policy's settings that are not thresholds, as flags: ``(field, type, help)``.
+SETTING_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("min_class_samples", int, "fewest scored samples for a class to be judged on its own"),
+    ("cue_alpha", float, "one-sided significance level of a discovered cue's excess (Bonferroni-divided)"),
+    ("min_cue_samples", int, "fewest samples a discovered cue needs to be confirmed"),
+)
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +49,9 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     for field, text in RULE_FLAGS.items():
         parser.add_argument("--" + field.replace("_", "-"), type=float, default=None, metavar="X", help=text)
     parser.add_argument("--no-per-class", action="store_true", help="judge probe-wide numbers only")
+    for field, kind, text in SETTING_FLAGS:
+        flag, metavar = "--" + field.replace("_", "-"), "N" if kind is int else "X"
+        parser.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     promotion = parser.add_argument_group("promotion against a champion")
     promotion.add_argument("--baseline", type=Path, metavar="CHAMPION.json",
@@ -63,7 +72,8 @@ def gate_policy(report: AuditReport, args: argparse.Namespace) -> ShortcutPolicy
     policy = report.policy
     if args.policy is not None:
         policy = ShortcutPolicy.from_dict(_read_mapping(args.policy))
-    overrides = {f: getattr(args, f) for f in RULE_FLAGS if getattr(args, f) is not None}
+    given = [*RULE_FLAGS, *(field for field, _, _ in SETTING_FLAGS)]
+    overrides = {f: getattr(args, f) for f in given if getattr(args, f) is not None}
     if args.no_per_class:
         overrides["per_class"] = False
     return replace(policy, **overrides)
