@@ -57,5 +57,17 @@ def test_other_dtypes_and_the_same_size_fall_back_to_a_copy_or_interpolate():
 
 
 def test_the_weights_are_interpolates_own():
-    weights = linear_weights(2, 4)
+    weights = linear_weights(2, 4, torch.float32)
     assert weights.tolist() == [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]]
+
+
+def test_matrices_first_built_under_inference_mode_serve_autograd_later():
+    """The matrices are cached: one first built inside the counterfactual tests' inference mode must not
+    become an inference tensor that a later resize of maps that need gradients cannot use."""
+    linear_weights.cache_clear()
+    with torch.inference_mode():
+        resize_bilinear(torch.rand(1, 1, 5, 5), (13, 11))
+    maps = torch.rand(1, 1, 5, 5, requires_grad=True)
+    resized = resize_bilinear(maps, (13, 11))
+    resized.sum().backward()
+    assert maps.grad is not None and not linear_weights(5, 11, torch.float32).is_inference()

@@ -13,6 +13,7 @@ other than float32 and float64, ``F.interpolate`` does the work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -20,6 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _MATRIX_DTYPES = (torch.float32, torch.float64)
+
+
+def on_matrices(values: Tensor) -> bool:
+    """Whether ``values`` are resampled by matrix products here: 4-D float32 or float64 on a CPU."""
+    return values.device.type == "cpu" and values.dtype in _MATRIX_DTYPES and values.ndim == 4
 
 
 def resize_bilinear(values: Tensor, size: tuple[int, int]) -> Tensor:
@@ -38,7 +44,7 @@ def resize_bilinear(values: Tensor, size: tuple[int, int]) -> Tensor:
         tensor([[[[0., 1., 3., 4.]]]])
     """
     height, width = int(size[0]), int(size[1])
-    if values.device.type != "cpu" or values.dtype not in _MATRIX_DTYPES or values.ndim != 4:
+    if not on_matrices(values):
         return F.interpolate(values, size=(height, width), mode="bilinear", align_corners=False)
     rows = values
     if values.shape[-1] != width:
@@ -49,11 +55,21 @@ def resize_bilinear(values: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @lru_cache(maxsize=64)
-def linear_weights(source: int, target: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def linear_weights(source: int, target: int, dtype: torch.dtype) -> Tensor:
     """The matrix ``[target, source]`` that resamples one axis as ``F.interpolate(mode="linear",
     align_corners=False)`` does, on the CPU (shared by every call with these arguments: never modify it)."""
-    identity = torch.eye(source, dtype=dtype)[:, None, :]  # [source, 1, source]: each row one unit signal
-    return F.interpolate(identity, size=target, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
+    return axis_matrix(
+        lambda units: F.interpolate(units, size=target, mode="linear", align_corners=False), source, dtype
+    )
 
 
-__all__ = ["linear_weights", "resize_bilinear"]
+def axis_matrix(operator: Callable[[Tensor], Tensor], size: int, dtype: torch.dtype) -> Tensor:
+    """The matrix ``[out, size]`` of a linear ``operator`` on signals ``[B, 1, size] -> [B, 1, out]``: its
+    response to each unit signal, on the CPU, as a plain tensor whatever the caller's grad or inference
+    mode (it is cached and shared)."""
+    with torch.inference_mode(False), torch.no_grad():
+        units = torch.eye(size, dtype=dtype, device="cpu")[:, None, :]  # [size, 1, size]: one unit each
+        return operator(units)[:, 0, :].T.contiguous()
+
+
+__all__ = ["axis_matrix", "linear_weights", "on_matrices", "resize_bilinear"]

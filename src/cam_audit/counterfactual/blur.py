@@ -9,7 +9,7 @@ import torch.nn.functional as nnf
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from cam_audit.cam.resize import linear_weights
+from cam_audit.cam.resize import axis_matrix, resize_bilinear
 
 
 def coarse_blur(images: Tensor, sigma: float) -> Tensor:
@@ -18,10 +18,11 @@ def coarse_blur(images: Tensor, sigma: float) -> Tensor:
     The image is area-downsampled by ``factor = sigma // 2`` (so the Gaussian keeps a sigma of at least
     2 pixels), blurred with sigma / factor (reflecting at the border), and upsampled bilinearly. For
     sigma = 8 on 64x64 images this is a 9-tap blur of a 16x16 image instead of a 33-tap blur of the full
-    one. Each step is linear along each axis, so the three together are two matrix products down to the
-    small grid and two back up, in float32 (float64 for float64 images), on any device; on a CPU this
-    takes a fraction of the time of pooling, convolving and interpolating (``scripts/bench_audit.py`` times
-    both), and each image's result does not depend on the others in its batch.
+    one. Each step is linear along each axis, so on a CPU the three together are two matrix products down
+    to the small grid and two back up, in float32 (float64 for float64 images): a fraction of the time of
+    pooling, convolving and interpolating (``scripts/bench_audit.py`` times both), and each image's result
+    does not depend on the others in its batch. Elsewhere (CUDA, where matrix products may run in TF32)
+    the three steps run as they are.
 
     Args:
         images: float tensor [N, C, H, W].
@@ -35,28 +36,32 @@ def coarse_blur(images: Tensor, sigma: float) -> Tensor:
         >>> bool((coarse_blur(flat, sigma=4.0) - 0.5).abs().max() < 1e-6)  # a flat image stays flat
         True
     """
-    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     factor = max(1, int(sigma // 2))
-    down_h, up_h = (m.to(images.device) for m in _axis(images.shape[-2], factor, sigma / factor, dtype))
-    down_w, up_w = (m.to(images.device) for m in _axis(images.shape[-1], factor, sigma / factor, dtype))
+    small_sigma, kernel = sigma / factor, 2 * int(2 * sigma / factor) + 1
+    if images.device.type != "cpu":
+        small = nnf.avg_pool2d(images, factor, ceil_mode=True) if factor > 1 else images
+        small = TF.gaussian_blur(small, [kernel, kernel], [small_sigma, small_sigma])
+        return resize_bilinear(small, (images.shape[-2], images.shape[-1])) if factor > 1 else small
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    down_h, down_w = (_down(size, factor, small_sigma, dtype) for size in images.shape[-2:])
     small = torch.matmul(down_h, torch.matmul(images.to(dtype), down_w.T))
-    return torch.matmul(up_h, torch.matmul(small, up_w.T)).to(images.dtype)
+    if factor > 1:
+        small = resize_bilinear(small, (images.shape[-2], images.shape[-1]))
+    return small.to(images.dtype)
 
 
 @lru_cache(maxsize=32)
-def _axis(size: int, factor: int, small_sigma: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """The blur of one axis of ``size`` pixels as ``(down [small, size], up [size, small])``: ``down`` pools
-    by ``factor`` (``ceil_mode``: the last window may be shorter) and blurs on the small grid, ``up``
-    resamples bilinearly back (the identity where ``factor`` is 1). Shared by every call: never modify."""
-    units = torch.eye(size, dtype=dtype)[:, None, :]  # [size, 1, size]: one unit signal per row
-    pooled = nnf.avg_pool1d(units, factor, ceil_mode=True) if factor > 1 else units
+def _down(size: int, factor: int, small_sigma: float, dtype: torch.dtype) -> Tensor:
+    """The way down of one axis of ``size`` pixels, ``[small, size]``: pooled by ``factor`` (``ceil_mode``:
+    the last window may be shorter), then blurred on the small grid. Shared by every call: never modify."""
     kernel = 2 * int(2 * small_sigma) + 1
-    # blurred along the width only: a one-row image, and a kernel one tap high
-    blurred = TF.gaussian_blur(pooled[:, :, None, :], [kernel, 1], [small_sigma, small_sigma])
-    down = blurred[:, 0, 0, :].T.contiguous()
-    small = down.shape[0]
-    up = linear_weights(small, size, dtype) if factor > 1 else torch.eye(size, dtype=dtype)
-    return down, up
+
+    def operator(units: Tensor) -> Tensor:  # [B, 1, size] -> [B, 1, small]
+        pooled = nnf.avg_pool1d(units, factor, ceil_mode=True) if factor > 1 else units
+        # blurred along the width only: a one-row image, and a kernel one tap high
+        return TF.gaussian_blur(pooled[:, :, None, :], [kernel, 1], [small_sigma, small_sigma])[:, :, 0, :]
+
+    return axis_matrix(operator, size, dtype)
 
 
 __all__ = ["coarse_blur"]

@@ -193,7 +193,7 @@ def make_scenes(
     size = image_size
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 5, 5, generator=generator)
-    upsample = linear_weights(5, size)  # [S, 5]: bilinear upsampling as two matrix products
+    upsample = linear_weights(5, size, torch.float32)  # [S, 5]: bilinear upsampling as two matrix products
     background = (0.3 * upsample) @ coarse @ upsample.T + 0.35
     noise = torch.randn(n, 3, size, size, generator=generator).mul_(_NOISE)
 
