@@ -80,3 +80,12 @@ def test_an_infinite_score_is_refused_with_its_column_and_sample():
     scores = AuditScores(num_classes=2)
     with pytest.raises(CamAuditError, match=r"focus\[1\] is infinite"):
         scores.update({"focus": torch.tensor([0.5, math.inf])}, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 2]), torch.tensor([-1, 0]), torch.tensor([0])])
+def test_bad_labels_are_refused_before_any_state_changes(labels):
+    scores = AuditScores(num_classes=2)
+    with pytest.raises(CamAuditError, match=r"AuditScores\.update: label"):
+        scores.update({"focus": torch.tensor([0.5, 0.25])}, labels)
+    summary, _ = scores.summarise(["a", "b"])
+    assert math.isnan(summary["focus"]) and summary["n_degenerate"] == 0.0

@@ -24,13 +24,70 @@ from torchmetrics import Metric
 from cam_audit.errors import CamAuditError
 from cam_audit.metrics import functional as F
 
-__all__ = ["MassLift", "MeanScore", "PointingGame", "RelevanceMass", "RelevanceRank", "mean_or_nan"]
+__all__ = [
+    "MassLift",
+    "MeanScore",
+    "PointingGame",
+    "RelevanceMass",
+    "RelevanceRank",
+    "check_labels",
+    "mean_or_nan",
+    "synced_states",
+]
 
 
 def mean_or_nan(total: Tensor, count: Tensor) -> Tensor:
     """``total / count`` as float32, ``NaN`` where ``count`` is 0 (elementwise)."""
     mean = total / count.clamp(min=1).to(total.dtype)
     return torch.where(count > 0, mean, float("nan")).to(torch.float32)
+
+
+@contextmanager
+def synced_states(metric: Metric) -> Iterator[None]:
+    """Hold ``metric``'s states reduced over all processes, as its ``compute()`` does, then restore the
+    local ones (nothing happens outside a process group, or when they are synced already)."""
+    already_synced = metric._is_synced
+    with metric.sync_context(
+        dist_sync_fn=metric.dist_sync_fn,
+        should_sync=metric._to_sync and not already_synced,
+        should_unsync=metric._should_unsync and not already_synced,
+    ):
+        yield
+
+
+def check_labels(labels: Tensor | None, n: int, num_classes: int, name: str, device: torch.device) -> Tensor:
+    """``labels`` as int64 on ``device`` when they are an integer tensor ``[n]`` in ``[0, num_classes)``;
+    otherwise a :class:`CamAuditError` naming the metric ``name`` and the fix."""
+    if labels is None:
+        raise CamAuditError(
+            f"{name}.update: num_classes={num_classes} keeps per-class scores, so labels [N] "
+            "are required; pass labels=targets."
+        )
+    if (
+        not isinstance(labels, Tensor)
+        or labels.is_floating_point()
+        or labels.dtype == torch.bool
+        or labels.is_complex()
+        or labels.shape != (n,)
+    ):
+        described = (
+            f"shape {tuple(labels.shape)}, dtype {labels.dtype}"
+            if isinstance(labels, Tensor)
+            else type(labels).__name__
+        )
+        raise CamAuditError(
+            f"{name}.update: labels must be an integer tensor [N] matching scores (N={n}); "
+            f"got {described}."
+        )
+    labels = labels.to(device=device, dtype=torch.int64)
+    out_of_range = (labels < 0) | (labels >= num_classes)
+    if out_of_range.any():
+        first = int(out_of_range.nonzero()[0, 0])
+        raise CamAuditError(
+            f"{name}.update: labels[{first}] = {int(labels[first])} is outside [0, {num_classes}); "
+            "check num_classes against the model's number of outputs."
+        )
+    return labels
 
 
 class MeanScore(Metric):
@@ -105,29 +162,18 @@ class MeanScore(Metric):
             float32 tensor ``[num_classes]``; ``NaN`` for a class without finite samples.
         """
         self._require_classes("compute_per_class")
-        with self._synced_states():
+        with synced_states(self):
             return mean_or_nan(self.class_total, self.class_count).clone()
 
     def compute_degenerate(self) -> Tensor:
         """Number of degenerate (``NaN``) samples seen, synced across processes; int64 scalar."""
-        with self._synced_states():
+        with synced_states(self):
             return self.degenerate.clone()
 
     def compute_count(self) -> Tensor:
         """Number of samples with a finite score, synced across processes; int64 scalar."""
-        with self._synced_states():
+        with synced_states(self):
             return self.count.clone()
-
-    @contextmanager
-    def _synced_states(self) -> Iterator[None]:
-        """Hold the states reduced over all processes, as ``compute()`` does, then restore the local ones."""
-        already_synced = self._is_synced
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn,
-            should_sync=self._to_sync and not already_synced,
-            should_unsync=self._should_unsync and not already_synced,
-        ):
-            yield
 
     def _require_classes(self, caller: str) -> None:
         if self.num_classes is None:
@@ -163,43 +209,10 @@ class MeanScore(Metric):
                     f"construct it as {name}(num_classes=C) or drop labels."
                 )
             return
-        labels = self._check_labels(labels, len(scores))
+        labels = check_labels(labels, len(scores), cast(int, self.num_classes), name, self.total.device)
         self.class_total = self.class_total.index_add(0, labels, torch.where(finite, scores, 0.0))
         self.class_count = self.class_count.index_add(0, labels, finite.to(torch.int64))
         self.class_degenerate = self.class_degenerate.index_add(0, labels, (~finite).to(torch.int64))
-
-    def _check_labels(self, labels: Tensor | None, n: int) -> Tensor:
-        name = type(self).__name__
-        if labels is None:
-            raise CamAuditError(
-                f"{name}.update: num_classes={self.num_classes} keeps per-class scores, so labels [N] "
-                "are required; pass labels=targets."
-            )
-        if (
-            not isinstance(labels, Tensor)
-            or labels.is_floating_point()
-            or labels.dtype == torch.bool
-            or labels.is_complex()
-            or labels.shape != (n,)
-        ):
-            described = (
-                f"shape {tuple(labels.shape)}, dtype {labels.dtype}"
-                if isinstance(labels, Tensor)
-                else type(labels).__name__
-            )
-            raise CamAuditError(
-                f"{name}.update: labels must be an integer tensor [N] matching scores (N={n}); "
-                f"got {described}."
-            )
-        labels = labels.to(device=self.total.device, dtype=torch.int64)
-        out_of_range = (labels < 0) | (labels >= cast(int, self.num_classes))
-        if out_of_range.any():
-            first = int(out_of_range.nonzero()[0, 0])
-            raise CamAuditError(
-                f"{name}.update: labels[{first}] = {int(labels[first])} is outside [0, {self.num_classes}); "
-                "check num_classes against the model's number of outputs."
-            )
-        return labels
 
 
 class _MapScore(MeanScore):

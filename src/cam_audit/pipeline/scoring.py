@@ -23,7 +23,7 @@ from cam_audit.counterfactual import Fill, fill_scores, paste_moves, paste_partn
 from cam_audit.errors import CamAuditError
 from cam_audit.keys import DISCOVERY_COLUMNS, REDUCED_COLUMNS, SCORES
 from cam_audit.metrics import functional as F
-from cam_audit.metrics.scores import mean_or_nan
+from cam_audit.metrics.scores import check_labels, mean_or_nan, synced_states
 from cam_audit.probe import ProbeBatch, ProbeSet
 
 Target = Literal["label", "predicted"]
@@ -78,10 +78,10 @@ class AuditScores(Metric):
                 f"AuditScores.update: {present[row]}[{sample}] is infinite; only finite scores or NaN (a "
                 "degenerate sample) can be averaged. Check how that score was computed."
             )
+        labels = check_labels(labels, values.shape[1], self.num_classes, "AuditScores", device)
         finite = ~torch.isnan(values)
         kept = torch.where(finite, values, 0.0)
         at = torch.tensor([self._row[column] for column in present], device=device)
-        labels = labels.to(device=device, dtype=torch.int64)
         self.total = self.total.index_add(0, at, kept.sum(dim=1))
         self.count = self.count.index_add(0, at, finite.sum(dim=1))
         self.degenerate = self.degenerate.index_add(0, at, (~finite).sum(dim=1))
@@ -100,13 +100,11 @@ class AuditScores(Metric):
     def summarise(self, class_names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:
         """Probe-wide summary and per-class table, each score reduced as :data:`cam_audit.keys.SCORES`
         says (a collective call under DDP: call it on every rank)."""
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
-        ):
+        with synced_states(self):
             states = self._states()
         means = mean_or_nan(states["total"], states["count"]).tolist()
         class_means = mean_or_nan(states["class_total"], states["class_count"]).tolist()
-        counts, degenerate = states["count"].tolist(), states["degenerate"].tolist()
+        totals, counts, degenerate = (states[k].tolist() for k in ("total", "count", "degenerate"))
         summary: dict[str, float] = {}
         per_class: dict[str, list[float]] = {}
         for entry in SCORES:
@@ -120,9 +118,8 @@ class AuditScores(Metric):
                 summary[entry.summary] = float(counts[row])
             elif entry.reduce == "degenerate":
                 summary[entry.summary] = float(degenerate[row])
-            else:  # "sum" of a 0/1 column: its mean times its count
-                count = counts[row]
-                summary[entry.summary] = float(round(means[row] * count)) if count else 0.0
+            else:  # "sum" of a 0/1 column
+                summary[entry.summary] = float(totals[row])
         frame = pd.DataFrame(per_class, index=pd.Index(list(class_names), name="class"))
         return summary, frame
 
