@@ -61,6 +61,9 @@ def test_the_cue_settings_are_flags_of_the_gate_too(cued, capsys):
     error = capsys.readouterr().err
     assert error.startswith("cam-audit gate: error:") and "cue_alpha" in error
     assert len(error.splitlines()) == 1
+    # below the audit's own minimum: those cues were never tested, so lowering it cannot confirm them
+    assert main(["gate", str(cued), "--min-cue-samples", "2"]) == 2
+    assert "below the audit's own 5" in capsys.readouterr().err
 
 
 def test_max_bg_gap_fails_and_is_overridden_on_the_command_line(tmp_path, capsys):

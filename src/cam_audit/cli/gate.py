@@ -29,18 +29,14 @@ from pathlib import Path
 from cam_audit.cli.stdout import emit
 from cam_audit.errors import CamAuditError
 from cam_audit.report import AuditReport, ShortcutPolicy
-from cam_audit.report.policy import RULE_HELP
+from cam_audit.report.policy import RULE_HELP, SETTING_HELP
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
 #: ShortcutPolicy threshold field (flag ``--min-focus-lift`` for ``min_focus_lift``) -> its help line
 RULE_FLAGS = RULE_HELP
-#: The policy's settings that are not thresholds, as flags: ``(field, type, help)``.
-SETTING_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("min_class_samples", int, "fewest scored samples for a class to be judged on its own"),
-    ("cue_alpha", float, "one-sided significance level of a discovered cue's excess (Bonferroni-divided)"),
-    ("min_cue_samples", int, "fewest samples a discovered cue needs to be confirmed"),
-)
+#: The policy's settings that are not thresholds, as flags, with their types.
+SETTING_FLAGS: dict[str, type] = {"min_class_samples": int, "cue_alpha": float, "min_cue_samples": int}
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +45,9 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     for field, text in RULE_FLAGS.items():
         parser.add_argument("--" + field.replace("_", "-"), type=float, default=None, metavar="X", help=text)
     parser.add_argument("--no-per-class", action="store_true", help="judge probe-wide numbers only")
-    for field, kind, text in SETTING_FLAGS:
+    for field, kind in SETTING_FLAGS.items():
         flag, metavar = "--" + field.replace("_", "-"), "N" if kind is int else "X"
-        parser.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
+        parser.add_argument(flag, type=kind, default=None, metavar=metavar, help=SETTING_HELP[field])
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     promotion = parser.add_argument_group("promotion against a champion")
     promotion.add_argument("--baseline", type=Path, metavar="CHAMPION.json",
@@ -72,8 +68,14 @@ def gate_policy(report: AuditReport, args: argparse.Namespace) -> ShortcutPolicy
     policy = report.policy
     if args.policy is not None:
         policy = ShortcutPolicy.from_dict(_read_mapping(args.policy))
-    given = [*RULE_FLAGS, *(field for field, _, _ in SETTING_FLAGS)]
-    overrides = {f: getattr(args, f) for f in given if getattr(args, f) is not None}
+    overrides = {f: getattr(args, f) for f in [*RULE_FLAGS, *SETTING_FLAGS] if getattr(args, f) is not None}
+    tested = report.policy.min_cue_samples
+    if overrides.get("min_cue_samples", tested) < tested:
+        raise CamAuditError(
+            f"--min-cue-samples {overrides['min_cue_samples']} is below the audit's own {tested}: cues of "
+            f"fewer samples were not tested, so they cannot be confirmed now; audit again with "
+            f"min_cue_samples={overrides['min_cue_samples']}, or give at least {tested}"
+        )
     if args.no_per_class:
         overrides["per_class"] = False
     return replace(policy, **overrides)

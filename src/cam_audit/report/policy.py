@@ -388,6 +388,13 @@ _HELP = {
 RULE_HELP: Mapping[str, str] = MappingProxyType(
     {f.name: _HELP[f.name] for f in fields(ShortcutPolicy) if f.name in _HELP}
 )
+#: One help line per setting of :class:`ShortcutPolicy` that is not a threshold but a count or a level.
+SETTING_HELP: Mapping[str, str] = MappingProxyType({
+    "min_class_samples": "fewest scored samples for a class to be judged on its own",
+    "cue_alpha": "one-sided significance level of a discovered cue's excess (divided by the number of tests)",
+    "min_cue_samples": "fewest samples a discovered cue needs to be confirmed (at least the audit's own: "
+    "smaller cues were not tested)",
+})
 
 
-__all__ = ["RULE_HELP", "THRESHOLD_KEYS", "Finding", "ShortcutPolicy", "Verdict"]
+__all__ = ["RULE_HELP", "SETTING_HELP", "THRESHOLD_KEYS", "Finding", "ShortcutPolicy", "Verdict"]
