@@ -96,7 +96,7 @@ def load_model(class_path: str, checkpoint: Path, model_args: dict[str, Any], de
     except CamAuditError:
         raise
     except Exception as err:  # unpickling, missing or unexpected keys, wrong shapes: all the user's file
-        if hasattr(cls, "load_from_checkpoint"):
+        if isinstance(err, KeyError) and err.args == ("pytorch-lightning_version",):
             _check_lightning_checkpoint(class_path, checkpoint)
         raise CamAuditError(
             f"cannot load {class_path} from checkpoint {checkpoint}: {one_line(err)}; check that the "
@@ -116,11 +116,8 @@ def _check_lightning_checkpoint(class_path: str, checkpoint: Path) -> None:
     """
     import torch
 
-    try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception:  # not even a tensor file: the loader's own message says more
-        return
-    if not isinstance(data, dict) or "pytorch-lightning_version" in data:
+    data = _read_checkpoint(checkpoint)
+    if data is None or "pytorch-lightning_version" in data:
         return
     if data and all(isinstance(v, torch.Tensor) for v in data.values()):
         what = "a plain state_dict (torch.save(model.state_dict()))"
@@ -196,15 +193,20 @@ def _import_class(class_path: str) -> type:
 
 def checkpoint_position(checkpoint: Path) -> dict[str, int]:
     """``epoch`` and ``global_step`` stored in a Lightning checkpoint (nothing for other files)."""
+    data = _read_checkpoint(checkpoint) or {}
+    return {k: int(data[k]) for k in ("epoch", "global_step") if isinstance(data.get(k), int)}
+
+
+def _read_checkpoint(checkpoint: Path) -> dict[str, Any] | None:
+    """The dict saved in ``checkpoint``, read on the CPU with tensors only (None for a
+    file that holds no dict, or extras ``weights_only`` refuses)."""
     import torch
 
     try:
         data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception:  # a checkpoint with non-tensor extras: the model loaded, the position is unknown
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: int(data[k]) for k in ("epoch", "global_step") if isinstance(data.get(k), int)}
+    except Exception:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def one_line(err: BaseException) -> str:
