@@ -101,22 +101,29 @@ def _spec(*values: float) -> str:
 MAX_SHARE = 10.0
 
 
+def told_share(delta: float, baseline: float) -> float | None:
+    """``delta`` as a share of the champion's value ``baseline``, or None where that value is 0 or so
+    small that the share says little (beyond :data:`MAX_SHARE`): the change is then told as a difference."""
+    share = relative(delta, baseline)
+    return share if math.isfinite(share) and abs(share) < MAX_SHARE else None
+
+
 def share_cell(delta: float, baseline: float) -> str:
-    """The change as a share of the champion's value for a table cell (``+4.2%``), or ``-`` where the
-    champion's value is 0 or so small that the share says little (the delta column has the difference).
+    """The change as a share of the champion's value for a table cell (``+4.2%``), or ``-`` where
+    :func:`told_share` gives none (the delta column has the difference).
 
     >>> share_cell(0.5, 10.0), share_cell(0.5, 0.001), share_cell(float("nan"), 1.0)
     ('+5.0%', '-', '-')
     """
-    share = relative(delta, baseline)
-    return f"{share:+.1%}" if math.isfinite(share) and abs(share) < MAX_SHARE else "-"
+    share = told_share(delta, baseline)
+    return "-" if share is None else f"{share:+.1%}"
 
 
 def _changes(row: Any) -> tuple[str, str, str]:
     """The mean change and its interval as shares of the champion's value, or as differences where a
     share says little (see the module's docstring)."""
-    shares = [relative(v, row.baseline) for v in (row.delta, row.ci_low, row.ci_high)]
-    if all(math.isfinite(v) and abs(v) < MAX_SHARE for v in shares):
+    shares = [told_share(v, row.baseline) for v in (row.delta, row.ci_low, row.ci_high)]
+    if all(share is not None for share in shares):
         return tuple(f"{v:+.0%}" for v in shares)  # type: ignore[return-value]
     spec = "+" + _spec(row.delta, row.ci_low, row.ci_high)
     return tuple(f"{v:{spec}}" for v in (row.delta, row.ci_low, row.ci_high))  # type: ignore[return-value]
@@ -192,10 +199,9 @@ def markdown(comparison: Comparison, candidate: str = "candidate", baseline: str
 
 def _markdown_row(row: Any) -> str:
     name = f"**{row.score}**" if row.judged else row.score
-    share = relative(row.delta, row.baseline)
+    share = told_share(row.delta, row.baseline)
     spec = "+" + _spec(row.delta, row.ci_low, row.ci_high)
-    shown = math.isfinite(share) and abs(share) < MAX_SHARE
-    delta = f"{row.delta:{spec}}" + (f" ({share:+.0%})" if shown else "")
+    delta = f"{row.delta:{spec}}" + ("" if share is None else f" ({share:+.0%})")
     ci = f"{row.ci_low:{spec}} to {row.ci_high:{spec}}" if math.isfinite(row.ci_low) else "n/a"
     verdict = f"**{row.verdict}**" if row.verdict == "regression" else row.verdict
     cells = [name, _cell(row.scope), value_text(row.baseline, row.candidate),
@@ -218,6 +224,7 @@ __all__ = [
     "row_sentence",
     "row_sentences",
     "share_cell",
+    "told_share",
     "text_lines",
     "value_text",
 ]
