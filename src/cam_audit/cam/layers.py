@@ -137,10 +137,22 @@ def _structural_candidates(model: nn.Module) -> list[str]:
 def _candidates_hint(
     model: nn.Module, example_input: torch.Tensor | None, forward: Forward | None = None
 ) -> str:
-    if example_input is None:
-        names = _structural_candidates(model)
-        return _summary(names, model) if names else ", ".join(name for name, _ in model.named_children())
-    return _summary(spatial_layers(model, example_input, forward=forward), model)
+    return _candidates(model, example_input, forward)[1]
+
+
+def _candidates(
+    model: nn.Module, example_input: torch.Tensor | None, forward: Forward | None = None
+) -> tuple[str, str]:
+    """What to choose from, and what that is: the layers with a spatial output where an input has run;
+    without one, the top-level blocks holding convolutions (a whole backbone may be one of them, though
+    its output is no map), or the top-level children where no block holds a convolution."""
+    if example_input is not None:
+        spatial = spatial_layers(model, example_input, forward=forward)
+        return "layers with a spatial output", _summary(spatial, model)
+    names = _structural_candidates(model)
+    if names:
+        return "blocks holding convolutions", _summary(names, model)
+    return "its top-level layers", ", ".join(name for name, _ in model.named_children())
 
 
 def _model_name(model: nn.Module) -> str:
@@ -219,13 +231,11 @@ def _not_found_error(
 ) -> TargetLayerError:
     close = close_names(target_layer, model)
     guess = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else "."
-    # without an input nothing has run: the top-level blocks that hold convolutions are named, and a block
-    # ending in a head (a whole backbone) outputs no map although it holds one
-    listed = "layers with a spatial output" if example_input is not None else "blocks holding convolutions"
+    listed, names = _candidates(model, example_input, forward)
     return TargetLayerError(
-        f"target_layer '{target_layer}' not found in {_model_name(model)}; {listed}: "
-        f"{_candidates_hint(model, example_input, forward)}{guess} Nested dotted names work too; "
-        "cam_audit.cam.spatial_layers(model, images) lists the layers with a spatial output"
+        f"target_layer '{target_layer}' not found in {_model_name(model)}; {listed}: {names}{guess} Nested "
+        "dotted names work too; cam_audit.cam.spatial_layers(model, images) lists the layers with a spatial "
+        "output"
     )
 
 
