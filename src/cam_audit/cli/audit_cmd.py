@@ -47,9 +47,9 @@ from cam_audit.cli.loading import (
     check_finite_weights,
     checkpoint_position,
     import_forward,
+    import_probe_sources,
     load_model,
     one_line,
-    probe_class_paths,
 )
 from cam_audit.cli.out_dir import prepare_out, swap_in
 from cam_audit.cli.stdout import emit
@@ -69,6 +69,7 @@ def build_parser() -> Any:
 
     from cam_audit.probe.sources import ProbeSource
 
+    import_probe_sources()  # every probe class among --probe's known subclasses
     parser = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the keys below")
     parser.add_argument("--model", type=str, required=True,
@@ -79,8 +80,7 @@ def build_parser() -> Any:
                         help="constructor arguments of a plain nn.Module (a LightningModule restores its "
                         "own)")
     parser.add_argument("--probe", type=ProbeSource, required=True,
-                        help=f"probe set: class_path (one of {', '.join(probe_class_paths())}) with its "
-                        "init_args")
+                        help="probe set: the class_path of a ProbeSource with its init_args")
     parser.add_argument("--target_layer", type=str | None, default=None,
                         help="dotted module name; default: the last layer with a spatial output")
     parser.add_argument("--method", type=Literal["gradcam++", "gradcam"], default="gradcam++")

@@ -6,8 +6,6 @@ Every failure is a :class:`~cam_audit.errors.CamAuditError` with one line that n
 from __future__ import annotations
 
 import importlib
-import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,26 +133,12 @@ def _check_lightning_checkpoint(class_path: str, checkpoint: Path) -> None:
 PROBE_SOURCE_MODULES = ("cam_audit.probe.sources", "cam_audit.synthetic.sources")
 
 
-def probe_class_paths() -> list[str]:
-    """The class path of every concrete ``ProbeSource`` cam_audit defines, for ``probe: class_path:``.
-
-    Importing their modules also makes jsonargparse list them among the known subclasses. A class is named
-    by its package when the package exports it (``cam_audit.synthetic.SyntheticProbe``), else by its module.
-    """
+def import_probe_sources() -> None:
+    """Import the modules of every :class:`~cam_audit.probe.sources.ProbeSource` cam_audit defines, so that
+    jsonargparse lists them all among the known subclasses of ``--probe`` (a class it has not seen
+    imported, such as ``SyntheticProbe``, is left out of that list)."""
     for module in PROBE_SOURCE_MODULES:
         importlib.import_module(module)
-    from cam_audit.probe.sources import ProbeSource
-
-    paths, todo = set(), list(ProbeSource.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        if cls.__module__.split(".")[0] == "cam_audit" and not inspect.isabstract(cls):
-            package = cls.__module__.rpartition(".")[0]
-            exported = getattr(sys.modules.get(package), cls.__name__, None) is cls
-            shown = package if exported else cls.__module__
-            paths.add(f"{shown}.{cls.__name__}")
-    return sorted(paths)
 
 
 def _import_object(path: str, what: str, example: str) -> Any:
@@ -229,5 +213,5 @@ __all__ = [
     "import_forward",
     "load_model",
     "one_line",
-    "probe_class_paths",
+    "import_probe_sources",
 ]
