@@ -53,14 +53,14 @@ def normalise(cues: pd.DataFrame) -> pd.DataFrame:
 
 def _typed(values: pd.Series, column: str) -> pd.Series | np.ndarray:
     """One column of :func:`normalise`; columns that already have their dtype are taken as they are."""
-    kind = values.dtype.kind
-    if column in _TEXT:
+    kind, dtype = values.dtype.kind, _dtype(column)
+    if dtype is object:
         return values.astype(object)  # a Series: an object array would be read as strings
-    if column == "confirmed":
+    if dtype is bool:
         if kind == "b":
             return values.to_numpy()
         return values.astype(object).where(values.notna(), False).astype(bool).to_numpy()
-    if column in _INTEGER:
+    if dtype == "int64":
         if kind in "iu":
             return values.to_numpy(dtype="int64")
         return pd.to_numeric(values).fillna(0).astype("int64").to_numpy()
