@@ -23,7 +23,7 @@ from torch import Tensor
 _MATRIX_DTYPES = (torch.float32, torch.float64)
 
 
-def on_matrices(values: Tensor) -> bool:
+def _on_matrices(values: Tensor) -> bool:
     """Whether ``values`` are resampled by matrix products here: 4-D float32 or float64 on a CPU."""
     return values.device.type == "cpu" and values.dtype in _MATRIX_DTYPES and values.ndim == 4
 
@@ -44,7 +44,7 @@ def resize_bilinear(values: Tensor, size: tuple[int, int]) -> Tensor:
         tensor([[[[0., 1., 3., 4.]]]])
     """
     height, width = int(size[0]), int(size[1])
-    if not on_matrices(values):
+    if not _on_matrices(values):
         return F.interpolate(values, size=(height, width), mode="bilinear", align_corners=False)
     rows = values
     if values.shape[-1] != width:
@@ -72,4 +72,4 @@ def axis_matrix(operator: Callable[[Tensor], Tensor], size: int, dtype: torch.dt
         return operator(units)[:, 0, :].T.contiguous()
 
 
-__all__ = ["axis_matrix", "linear_weights", "on_matrices", "resize_bilinear"]
+__all__ = ["axis_matrix", "linear_weights", "resize_bilinear"]
